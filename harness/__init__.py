@@ -1,0 +1,1 @@
+"""skillsweep harness: bench, prompts, generation client, judging, statistics, report, CLI."""

@@ -1,0 +1,88 @@
+"""Chat completions against OpenAI-compatible servers, through litellm.
+
+One place for how skillsweep talks to a served model: probes, chat, preflight and (later)
+bulk generation all go through here, so a sampling setting means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+# litellm fetches a price map from the internet at import time unless told otherwise.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Greedy by default: the study's protocol, and what makes outputs comparable."""
+
+    temperature: float = 0.0
+    max_tokens: int = 256
+    repetition_penalty: float | None = None
+    seed: int | None = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``http://host:port`` or ``http://host:port/v1``; return the ``/v1`` form."""
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def build_messages(prompt: str, system: str | None = None, history: list[dict] | None = None) -> list[dict]:
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + list(history or []) + [{"role": "user", "content": prompt}]
+
+
+def _request(url: str, model: str, messages: list[dict], sampling: Sampling) -> dict:
+    extra = {"repetition_penalty": sampling.repetition_penalty} if sampling.repetition_penalty else {}
+    return dict(
+        model=f"hosted_vllm/{model}",
+        api_base=normalize_url(url),
+        # Local servers take any key; a real one comes from the environment only.
+        api_key=os.environ.get("SKILLSWEEP_SERVER_API_KEY", "EMPTY"),
+        messages=messages,
+        temperature=sampling.temperature,
+        max_tokens=sampling.max_tokens,
+        seed=sampling.seed,
+        extra_body=extra or None,
+    )
+
+
+def _completion(response, started: float) -> Completion:
+    choice = response.choices[0]
+    usage = getattr(response, "usage", None)
+    return Completion(
+        text=choice.message.content or "",
+        finish_reason=choice.finish_reason,
+        prompt_tokens=getattr(usage, "prompt_tokens", None),
+        completion_tokens=getattr(usage, "completion_tokens", None),
+        latency_s=time.perf_counter() - started,
+    )
+
+
+def chat(url: str, model: str, messages: list[dict], sampling: Sampling = Sampling()) -> Completion:
+    import litellm
+
+    started = time.perf_counter()
+    return _completion(litellm.completion(**_request(url, model, messages, sampling)), started)
+
+
+async def achat(url: str, model: str, messages: list[dict], sampling: Sampling = Sampling()) -> Completion:
+    import litellm
+
+    started = time.perf_counter()
+    return _completion(await litellm.acompletion(**_request(url, model, messages, sampling)), started)

@@ -1,0 +1,21 @@
+"""Model store: local models materialised offline, and resolution of model references."""
+
+from harness.models.store import (
+    BUILTIN_MODELS,
+    ModelNotFound,
+    ResolvedModel,
+    list_models,
+    model_identity,
+    prepare,
+    resolve,
+)
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "ModelNotFound",
+    "ResolvedModel",
+    "list_models",
+    "model_identity",
+    "prepare",
+    "resolve",
+]

@@ -1,0 +1,1 @@
+"""Job entrypoints (Ray jobs, benchmarks, the demo)."""

@@ -1,0 +1,1 @@
+"""Serving: vLLM server lifecycle and the runtime LoRA adapter registry."""

@@ -1,0 +1,171 @@
+"""Inspecting and validating PEFT LoRA adapters before a server is asked to load them.
+
+vLLM accepts some broken adapters silently (a mismatched base can load and produce noise, a
+``modules_to_save`` head is dropped), so each rule is checked here first and reported by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.models import ResolvedModel, model_identity
+
+# vLLM's --max-lora-rank accepts only these values.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+# Config fields that do not change what the adapter computes on a given base.
+_HASH_EXCLUDED = {"base_model_name_or_path", "revision", "inference_mode", "auto_mapping"}
+
+
+class AdapterError(ValueError):
+    """An adapter that fails a named validation rule."""
+
+    def __init__(self, rule: str, path: Path | str, detail: str):
+        super().__init__(f"adapter {path}: [{rule}] {detail}")
+        self.rule = rule
+        self.path = Path(path)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    path: Path
+    rank: int
+    alpha: float
+    target_modules: tuple[str, ...]
+    base_model: str | None
+    content_hash: str
+    weights_file: Path
+
+    @property
+    def short_hash(self) -> str:
+        return self.content_hash[:12]
+
+
+def served_name(alias: str, info: AdapterInfo) -> str:
+    """The name an adapter is served under: never reused for different weights, because
+    vLLM keys its prefix cache by adapter name."""
+    return f"{alias}-{info.short_hash}"
+
+
+def content_hash(config: dict, weights_file: Path) -> str:
+    h = hashlib.sha256()
+    kept = {k: v for k, v in config.items() if k not in _HASH_EXCLUDED}
+    h.update(json.dumps(kept, sort_keys=True, default=str).encode())
+    with weights_file.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def inspect_adapter(path: str | Path) -> AdapterInfo:
+    """Read an adapter folder; raises :class:`AdapterError` if it is not a servable LoRA."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise AdapterError("missing-path", path, "no such file or directory")
+    config_file = path / "adapter_config.json"
+    if not path.is_dir() or not config_file.is_file():
+        raise AdapterError("not-peft", path, "no adapter_config.json: not a PEFT adapter folder")
+    try:
+        config = json.loads(config_file.read_text())
+    except ValueError as exc:
+        raise AdapterError("not-peft", path, f"adapter_config.json is not JSON: {exc}") from exc
+    peft_type = str(config.get("peft_type", "")).upper()
+    if peft_type != "LORA":
+        raise AdapterError("not-lora", path, f"peft_type is {peft_type or 'missing'!r}, not 'LORA'")
+    if config.get("modules_to_save"):
+        raise AdapterError(
+            "modules-to-save", path,
+            f"modules_to_save={config['modules_to_save']}: vLLM cannot serve fully trained "
+            "modules inside an adapter; serve a merged or partial fine-tuned checkpoint instead")
+    weights = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
+    if weights is None:
+        raise AdapterError("no-weights", path, f"none of {', '.join(WEIGHT_FILES)} present")
+    ranks = [int(config.get("r", 0)), *map(int, (config.get("rank_pattern") or {}).values())]
+    targets = config.get("target_modules") or ()
+    return AdapterInfo(
+        path=path.resolve(),
+        rank=max(ranks),
+        alpha=float(config.get("lora_alpha", 0)),
+        target_modules=tuple([targets] if isinstance(targets, str) else sorted(targets)),
+        base_model=config.get("base_model_name_or_path"),
+        content_hash=content_hash(config, weights),
+        weights_file=weights,
+    )
+
+
+def check_rank(info: AdapterInfo, max_rank: int) -> None:
+    if info.rank > max_rank:
+        raise AdapterError("rank-too-large", info.path,
+                           f"rank {info.rank} exceeds the server's max_lora_rank {max_rank}")
+
+
+def check_base(info: AdapterInfo, base: ResolvedModel) -> None:
+    """The adapter must have been trained on the served base: same identity, same shapes."""
+    if info.base_model:
+        adapter_base = model_identity(info.base_model)
+        if adapter_base != base.identity:
+            raise AdapterError(
+                "base-mismatch", info.path,
+                f"trained on {adapter_base!r}, but the server's base is {base.identity!r}")
+    if info.weights_file.suffix == ".safetensors" and Path(base.location).is_dir():
+        _check_shapes(info, Path(base.location))
+
+
+def _base_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                shapes[key] = tuple(f.get_slice(key).get_shape())
+    return shapes
+
+
+def _check_shapes(info: AdapterInfo, model_dir: Path) -> None:
+    from safetensors import safe_open
+
+    base = _base_shapes(model_dir)
+    if not base:
+        return
+    with safe_open(str(info.weights_file), framework="pt") as f:
+        for key in f.keys():
+            if ".lora_A." not in key and ".lora_B." not in key:
+                continue
+            module = key.removeprefix("base_model.model.").split(".lora_")[0]
+            target = base.get(module + ".weight")
+            if target is None:
+                raise AdapterError("base-mismatch", info.path,
+                                   f"module {module} does not exist in the served base")
+            shape = tuple(f.get_slice(key).get_shape())
+            # lora_A is (r, in_features), lora_B is (out_features, r); base is (out, in).
+            expected = target[1] if ".lora_A." in key else target[0]
+            actual = shape[1] if ".lora_A." in key else shape[0]
+            if actual != expected:
+                raise AdapterError(
+                    "base-mismatch", info.path,
+                    f"{key} has shape {shape}, which does not fit {module} {target} of the served base")
+
+
+def validate_adapter(path: str | Path, base: ResolvedModel, max_rank: int) -> AdapterInfo:
+    info = inspect_adapter(path)
+    check_rank(info, max_rank)
+    check_base(info, base)
+    return info
+
+
+def lora_limits(infos: list[AdapterInfo], *, min_rank: int = 8, extra_slots: int = 0) -> tuple[int, int]:
+    """(max_lora_rank, max_loras) for a server that must hold ``infos`` at once.
+
+    The rank is rounded up to the next value vLLM accepts; ``min_rank`` and ``extra_slots``
+    leave room for adapters added later at runtime.
+    """
+    needed = max([min_rank, *(i.rank for i in infos)])
+    rank = next((r for r in VLLM_LORA_RANKS if r >= needed), None)
+    if rank is None:
+        raise ValueError(f"LoRA rank {needed} exceeds vLLM's largest supported rank {VLLM_LORA_RANKS[-1]}")
+    return rank, max(1, len(infos) + extra_slots)

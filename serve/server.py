@@ -1,0 +1,245 @@
+"""A vLLM OpenAI-compatible server as a managed subprocess.
+
+The server runs in its own process group (vLLM forks an engine-core process), so stopping
+it signals the whole group and nothing is left behind. It binds to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from harness.paths import skillsweep_home
+
+HOST = "127.0.0.1"
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or never became healthy; the message carries its log tail."""
+
+    def __init__(self, message: str, log_tail: str, log_path: Path):
+        super().__init__(f"{message}\n--- last lines of {log_path} ---\n{log_tail}")
+        self.log_tail = log_tail
+        self.log_path = log_path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """Everything that determines how a server generates: recorded in run manifests."""
+
+    model: str
+    served_name: str
+    enable_lora: bool = False
+    max_lora_rank: int = 16
+    max_loras: int = 1
+    max_cpu_loras: int | None = None
+    max_model_len: int | None = 4096
+    dtype: str = "auto"
+    seed: int = 0
+    # CPU builds size their KV cache from VLLM_CPU_KVCACHE_SPACE (GiB); GPUs ignore it.
+    kv_cache_gib: int = 1
+    extra_args: tuple[str, ...] = ()
+
+    def engine_args(self) -> dict:
+        return asdict(self)
+
+    def command(self, port: int) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", self.model,
+            "--served-model-name", self.served_name,
+            "--host", HOST,
+            "--port", str(port),
+            "--dtype", self.dtype,
+            "--seed", str(self.seed),
+        ]
+        if self.max_model_len:
+            cmd += ["--max-model-len", str(self.max_model_len)]
+        if self.enable_lora:
+            cmd += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
+                    "--max-loras", str(self.max_loras)]
+            if self.max_cpu_loras:
+                cmd += ["--max-cpu-loras", str(self.max_cpu_loras)]
+        return cmd + list(self.extra_args)
+
+
+def server_env(spec: ServerSpec) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        "VLLM_CPU_KVCACHE_SPACE": str(spec.kv_cache_gib),
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def _state_dir() -> Path:
+    return skillsweep_home() / "servers"
+
+
+def server_record(port: int) -> dict | None:
+    """What the server on ``port`` of this machine was started with, if skillsweep started it."""
+    try:
+        return json.loads((_state_dir() / f"{port}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class VLLMServer:
+    spec: ServerSpec
+    port: int | None = None
+    log_path: Path | None = None
+    startup_timeout_s: float = 600.0
+    # Identity of the base model (harness.models.model_identity), for adapter validation.
+    base_identity: str | None = None
+    _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _log_file: object = field(default=None, init=False, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return self.base_url + "/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> VLLMServer:
+        if self._proc is not None:
+            raise RuntimeError("server already started")
+        self.port = self.port or free_port()
+        if self.log_path is None:
+            logs = skillsweep_home() / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            self.log_path = logs / f"vllm-{self.spec.served_name}-{self.port}-{int(time.time())}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            self.spec.command(self.port),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=server_env(self.spec),
+            start_new_session=True,
+        )
+        atexit.register(self.stop)
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        self._write_record()
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                code = self._proc.poll()
+                if code is not None:
+                    raise ServerStartError(
+                        f"vLLM server for {self.spec.model!r} exited with code {code} during startup",
+                        self.log_tail(), self.log_path)
+                try:
+                    if client.get(self.base_url + "/health").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServerStartError(
+                        f"vLLM server for {self.spec.model!r} not healthy after "
+                        f"{self.startup_timeout_s:.0f}s", self.log_tail(), self.log_path)
+                time.sleep(0.5)
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.base_url + "/health", timeout=5.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except (OSError, AttributeError):
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _write_record(self) -> None:
+        _state_dir().mkdir(parents=True, exist_ok=True)
+        record = {"url": self.base_url, "pid": self.pid, "base_identity": self.base_identity,
+                  "log": str(self.log_path), **self.spec.engine_args()}
+        (_state_dir() / f"{self.port}.json").write_text(json.dumps(record, indent=2))
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the server's whole process group: TERM, then KILL after ``timeout_s``."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        atexit.unregister(self.stop)
+        pgid = proc.pid  # start_new_session makes the leader's pid the group id
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(pgid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self._log_file:
+            self._log_file.close()
+        try:
+            (_state_dir() / f"{self.port}.json").unlink()
+        except OSError:
+            pass
+
+    def __enter__(self) -> VLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``."""
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members

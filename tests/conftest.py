@@ -1,0 +1,74 @@
+"""Shared fixtures: the tiny model, real PEFT adapters made here, one real vLLM server."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+
+import pytest  # noqa: E402
+
+from harness.models import ResolvedModel, resolve  # noqa: E402
+from harness.models.tiny import build_tiny_qwen3  # noqa: E402
+from serve.server import ServerSpec, VLLMServer, group_members  # noqa: E402
+from train.random_adapter import make_random_adapter  # noqa: E402
+
+SERVER_MAX_RANK = 16
+
+
+@pytest.fixture(scope="session")
+def tiny() -> ResolvedModel:
+    return resolve("local:tiny-qwen3")
+
+
+@pytest.fixture(scope="session")
+def adapters(tmp_path_factory, tiny) -> dict:
+    """Adapters covering every case the registry must handle, all real PEFT output."""
+    root = tmp_path_factory.mktemp("adapters")
+    made = {
+        "a": make_random_adapter(tiny.location, root / "a", seed=1),
+        "b": make_random_adapter(tiny.location, root / "b", seed=2),
+        "zero": make_random_adapter(tiny.location, root / "zero", scale=0),
+        "rank32": make_random_adapter(tiny.location, root / "rank32", rank=32, seed=3),
+        "mts": make_random_adapter(tiny.location, root / "mts", seed=4, modules_to_save=["lm_head"]),
+    }
+    # A base of another shape: its adapters must be refused by name, and by shape when the
+    # recorded base name is (wrongly) the served one.
+    wide = root / "tiny-wide"
+    build_tiny_qwen3(wide, hidden_size=256)
+    made["wrong_base"] = make_random_adapter(wide, root / "wrong_base", seed=5)
+    made["wrong_shape"] = make_random_adapter(wide, root / "wrong_shape", seed=6)
+    cfg_file = made["wrong_shape"] / "adapter_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["base_model_name_or_path"] = tiny.location
+    cfg_file.write_text(json.dumps(cfg))
+
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    ia3 = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny.location),
+                         IA3Config(task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"],
+                                   feedforward_modules=["down_proj"]))
+    ia3.save_pretrained(root / "ia3")
+    made["not_lora"] = root / "ia3"
+    made["empty"] = root / "empty"
+    made["empty"].mkdir()
+    made["missing"] = root / "does-not-exist"
+    return made
+
+
+@pytest.fixture(scope="session")
+def server(tiny, tmp_path_factory):
+    """One vLLM server on tiny-qwen3 for the whole run."""
+    spec = ServerSpec(model=tiny.location, served_name="tiny", enable_lora=True,
+                      max_lora_rank=SERVER_MAX_RANK, max_loras=2, max_model_len=1024)
+    srv = VLLMServer(spec, base_identity=tiny.identity,
+                     log_path=tmp_path_factory.mktemp("logs") / "vllm.log")
+    srv.start()
+    pgid = srv.pid
+    yield srv
+    srv.stop()
+    assert group_members(pgid) == [], "vLLM processes left behind after stop()"

@@ -1,0 +1,1 @@
+"""Training: SFT corpus, recipes, LoRA and partial fine-tuning."""
