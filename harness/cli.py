@@ -319,6 +319,59 @@ def adapters_random(
 
 
 @app.command()
+def generate(
+    model: Annotated[str, typer.Option(help="model reference; with --url, a served name (base, adapter or alias)")],
+    run: Annotated[str, typer.Option(help="run name under results/, or a path")],
+    adapter: Annotated[Optional[list[str]], typer.Option(help="NAME=PATH, repeatable (own server or hf)")] = None,
+    bench: Annotated[str, typer.Option(help="'builtin', a native bench folder, or the study's files")] = "builtin",
+    split: Annotated[str, typer.Option(help="eval, train or all")] = "eval",
+    conditions: Annotated[str, typer.Option(help="comma-separated")] = "baseline,curated",
+    url: Annotated[Optional[str], typer.Option(help="use a running server instead of starting one")] = None,
+    backend: Annotated[str, typer.Option(help="vllm or hf (transformers generate, one at a time)")] = "vllm",
+    base: Annotated[bool, typer.Option(help="also generate for the base model when adapters are given")] = True,
+    max_tokens: int = 2048,
+    repetition_penalty: float = 1.05,
+    concurrency: int = 32,
+    max_model_len: int = 4096,
+) -> None:
+    """Generate one greedy response per (task, condition, model) cell; re-running resumes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness.bench import BenchError
+    from harness.client import Sampling
+    from harness.generation_job import GenerateRequest, run_generation
+    from harness.models import ModelNotFound
+    from harness.runstore import RunInUse
+    from serve.adapters import AdapterError
+    from serve.registry import RegistryError
+    from serve.server import ServerStartError
+
+    if backend not in ("vllm", "hf"):
+        raise _fail(f"--backend {backend!r}: expected vllm or hf")
+    request = GenerateRequest(
+        run=run, model=model, adapters=[_parse_adapter(a) for a in adapter or []], bench=bench, split=split,
+        conditions=conditions.split(","), include_base=base, url=url, backend=backend,
+        sampling=Sampling(max_tokens=max_tokens, repetition_penalty=repetition_penalty or None),
+        concurrency=concurrency, max_model_len=max_model_len)
+    with Progress(TextColumn("generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                  TimeElapsedColumn(), console=err, transient=False) as bar:
+        task = bar.add_task("cells", total=None, note="")
+
+        def report(stats) -> None:
+            bar.update(task, total=stats.planned - stats.skipped, completed=stats.done + stats.failed,
+                       note=f"failed {stats.failed} · skipped {stats.skipped}")
+
+        try:
+            summary = run_generation(request, progress=report)
+        except (BenchError, ModelNotFound, AdapterError, RegistryError, ServerStartError, RunInUse,
+                ValueError, FileNotFoundError) as exc:
+            raise _fail(str(exc))
+    print(json.dumps(summary))
+    if summary["missing"]:
+        raise _fail(f"{summary['missing']} cells have no episode (see manifest.json); re-run to retry them")
+
+
+@app.command()
 def demo(out: Annotated[Path, typer.Option(help="where the demo writes")] = Path("results/demo")) -> None:
     """The embedded default: the demo model and a LoRA adapter served, probed under both conditions."""
     from jobs.demo import run_demo

@@ -64,7 +64,7 @@ def adapters(tmp_path_factory, tiny) -> dict:
 def server(tiny, tmp_path_factory):
     """One vLLM server on tiny-qwen3 for the whole run."""
     spec = ServerSpec(model=tiny.location, served_name="tiny", enable_lora=True,
-                      max_lora_rank=SERVER_MAX_RANK, max_loras=2, max_model_len=1024)
+                      max_lora_rank=SERVER_MAX_RANK, max_loras=2, max_model_len=4096)
     srv = VLLMServer(spec, base_identity=tiny.identity,
                      log_path=tmp_path_factory.mktemp("logs") / "vllm.log")
     srv.start()

@@ -1,0 +1,181 @@
+"""Reading benches: the native format, the built-in bench, and the original study's files.
+
+Native format: a folder with ``skills.jsonl`` and ``tasks.jsonl``, one JSON object per line,
+fields as in :mod:`harness.bench.model`. Lines are numbered in errors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from harness.bench.model import Bench, BenchError, QueryType, Skill, Task
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+
+def _validation_error(file: Path, record: str, exc: ValidationError) -> BenchError:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or None
+    return BenchError(str(file), record, field, first["msg"])
+
+
+def _read_jsonl(file: Path) -> Iterable[tuple[int, dict]]:
+    if not file.is_file():
+        raise BenchError(str(file), None, None, "file not found")
+    for lineno, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise BenchError(str(file), f"line {lineno}", None, f"not valid JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise BenchError(str(file), f"line {lineno}", None, "expected a JSON object")
+        yield lineno, obj
+
+
+def _read_json_array(file: Path) -> list:
+    if not file.is_file():
+        raise BenchError(str(file), None, None, "file not found")
+    try:
+        data = json.loads(file.read_text())
+    except ValueError as exc:
+        raise BenchError(str(file), None, None, f"not valid JSON: {exc}") from exc
+    if not isinstance(data, list):
+        raise BenchError(str(file), None, None, "expected a JSON array of records")
+    return data
+
+
+def _assemble(name: str, skills: list[tuple[str, str, Skill]], tasks: list[tuple[str, str, Task]]) -> Bench:
+    """Cross-record checks: unique names and uids, every task's skill exists."""
+    by_name: dict[str, Skill] = {}
+    for file, record, skill in skills:
+        if skill.name in by_name:
+            raise BenchError(file, record, "name", f"duplicate skill name {skill.name!r}")
+        by_name[skill.name] = skill
+    seen: set[str] = set()
+    for file, record, task in tasks:
+        if task.uid in seen:
+            raise BenchError(file, record, "uid", f"duplicate task uid {task.uid!r}")
+        seen.add(task.uid)
+        if task.skill not in by_name:
+            raise BenchError(file, record, "skill", f"unknown skill {task.skill!r}")
+    return Bench(name=name, skills=by_name, tasks=tuple(t for _, _, t in tasks))
+
+
+def _native_records(file: Path, model, key: str) -> list[tuple[str, str, object]]:
+    out = []
+    for lineno, obj in _read_jsonl(file):
+        record = f"line {lineno} ({obj.get(key, '?')})"
+        try:
+            out.append((str(file), record, model(**obj)))
+        except ValidationError as exc:
+            raise _validation_error(file, record, exc) from None
+    return out
+
+
+def load_native(folder: Path, name: str | None = None) -> Bench:
+    return _assemble(name or folder.name, _native_records(folder / "skills.jsonl", Skill, "name"),
+                     _native_records(folder / "tasks.jsonl", Task, "uid"))
+
+
+def write_native(bench: Bench, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "skills.jsonl").open("w") as f:
+        for skill in bench.skills.values():
+            f.write(json.dumps(skill.model_dump(mode="json", exclude_defaults=True)) + "\n")
+    with (folder / "tasks.jsonl").open("w") as f:
+        for task in bench.tasks:
+            f.write(json.dumps(task.model_dump(mode="json", exclude_defaults=True)) + "\n")
+
+
+_EXAMPLE = re.compile(r"Positive:\s*(?P<pos>.*?)\s*(?:\n\s*)?Negative:\s*(?P<neg>.*)\Z", re.S)
+
+
+def _study_skill(raw: dict) -> Skill:
+    example = _EXAMPLE.match(raw.get("example") or "")
+    return Skill(
+        name=raw["name"],
+        category=raw["category"],
+        description=raw["description"],
+        procedure=raw["procedure"],
+        when_to_use=raw.get("when_to_use") or "",
+        constraints=raw.get("constraints") or [],
+        example_positive=example["pos"] if example else (raw.get("example") or ""),
+        example_negative=example["neg"] if example else "",
+        uid=raw.get("skill_uid"),
+    )
+
+
+def _study_task(raw: dict, split: str, skill_map: dict[str, str]) -> Task:
+    criteria = raw.get("acceptance_criteria") or {}
+    names = criteria.get("skill_names") or []
+    skill = skill_map.get(raw.get("task_uid", "")) or (names[0] if names else "")
+    return Task(
+        uid=raw["task_uid"],
+        skill=skill,
+        query_type=QueryType(raw["query_type"]),
+        question=raw["question"],
+        passage=raw.get("input") or "",
+        expected=str(raw["output"]),
+        must_identify=criteria.get("must_identify") or [],
+        correct_conclusion=str(criteria.get("correct_conclusion") or ""),
+        split=split,
+        title=raw.get("title") or "",
+        difficulty=raw.get("difficulty"),
+    )
+
+
+def _convert(file: Path, raws: list, make, key: str) -> list:
+    out = []
+    for index, raw in enumerate(raws):
+        record = f"#{index} ({raw.get(key, '?') if isinstance(raw, dict) else '?'})"
+        if not isinstance(raw, dict):
+            raise BenchError(str(file), record, None, "expected a JSON object")
+        try:
+            out.append((str(file), record, make(raw)))
+        except KeyError as exc:
+            raise BenchError(str(file), record, exc.args[0], "required field missing") from None
+        except ValueError as exc:
+            if isinstance(exc, ValidationError):
+                raise _validation_error(file, record, exc) from None
+            field = "query_type" if "QueryType" in str(exc) else None
+            raise BenchError(str(file), record, field, str(exc)) from None
+    return out
+
+
+def load_study(folder: Path, name: str | None = None) -> Bench:
+    """The original study's files: ``skills.json``, ``tasks_eval.json`` and optionally
+    ``tasks_train.json`` (same shape), with ``task_skill_map_eval.json`` if present."""
+    skills = _convert(folder / "skills.json", _read_json_array(folder / "skills.json"), _study_skill, "name")
+    skill_map: dict[str, str] = {}
+    map_file = folder / "task_skill_map_eval.json"
+    if map_file.is_file():
+        skill_map = json.loads(map_file.read_text())
+    tasks = []
+    for split, filename in (("train", "tasks_train.json"), ("eval", "tasks_eval.json")):
+        file = folder / filename
+        if file.is_file() or split == "eval":
+            tasks += _convert(file, _read_json_array(file),
+                              lambda raw, s=split: _study_task(raw, s, skill_map), "task_uid")
+    return _assemble(name or folder.name, skills, tasks)
+
+
+def load_bench(spec: str | Path) -> Bench:
+    """``builtin``, a native bench folder, or a folder of the study's files."""
+    if str(spec) == "builtin":
+        return load_native(BUILTIN_DIR, "builtin")
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        raise BenchError(str(folder), None, None, "bench not found: expected 'builtin' or a folder")
+    if (folder / "skills.jsonl").is_file():
+        return load_native(folder)
+    if (folder / "skills.json").is_file():
+        return load_study(folder)
+    raise BenchError(str(folder), None, None,
+                     "neither a native bench (skills.jsonl, tasks.jsonl) nor study files (skills.json, tasks_eval.json)")

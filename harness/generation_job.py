@@ -1,0 +1,131 @@
+"""``skillsweep generate``: plan the cells, bring up what serves them, generate, record."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from harness.bench import load_bench
+from harness.client import Sampling
+from harness.generate import Progress, Target, generate_hf, generate_vllm, plan
+from harness.models import resolve
+from harness.prompts import PROMPT_VERSION, condition_names
+from harness.provenance import git_commit, package_versions
+from harness.runstore import RunStore, run_dir
+
+
+@dataclass
+class GenerateRequest:
+    run: str
+    model: str
+    adapters: list[tuple[str, Path]] = field(default_factory=list)
+    bench: str = "builtin"
+    split: str = "eval"
+    conditions: list[str] = field(default_factory=lambda: ["baseline", "curated"])
+    include_base: bool = True
+    url: str | None = None
+    backend: Literal["vllm", "hf"] = "vllm"
+    sampling: Sampling = Sampling(max_tokens=2048, repetition_penalty=1.05)
+    concurrency: int = 32
+    max_model_len: int = 4096
+
+
+def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
+    """Generate against a running server; ``req.model`` is a served name there."""
+    from serve.adapters import inspect_adapter
+    from serve.registry import AdapterRegistry
+    from serve.server import server_record
+
+    registry = AdapterRegistry.connect(req.url)
+    served = registry.resolve_name(req.model, allow_base=True)
+    base_label = registry.base_served_name
+    if served == base_label:
+        target = Target(base_label, registry.base.identity, "vllm", req.sampling, url=req.url, served_name=served)
+    else:
+        loaded = next(a for a in registry.list() if a.served_name == served)
+        target = Target(f"{base_label}+{loaded.alias}", registry.base.identity, "vllm", req.sampling,
+                        adapter_name=loaded.alias, adapter_hash=inspect_adapter(loaded.path).content_hash,
+                        url=req.url, served_name=served)
+    return [target], {"server": server_record(urlparse(registry.url).port) or {"url": req.url}}
+
+
+def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
+    """Targets for a model this job serves itself (vLLM) or loads itself (HF). Known before
+    anything starts, so a finished run is recognised without starting a server."""
+    from serve.adapters import inspect_adapter, served_name
+
+    base = resolve(req.model)
+    label = req.model.removeprefix("local:").rstrip("/").split("/")[-1]
+    infos = [inspect_adapter(p) for _, p in req.adapters]
+    hf = req.backend == "hf"
+    targets = []
+    if req.include_base or not infos:
+        targets.append(Target(label, base.identity, req.backend, req.sampling,
+                              served_name=None if hf else label, model_path=base.location))
+    for (alias, _), info in zip(req.adapters, infos):
+        targets.append(Target(f"{label}+{alias}", base.identity, req.backend, req.sampling,
+                              adapter_name=alias, adapter_hash=info.content_hash,
+                              served_name=None if hf else served_name(alias, info),
+                              model_path=base.location, adapter_path=str(info.path)))
+    return targets, base, infos
+
+
+def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: ExitStack) -> tuple[list[Target], dict]:
+    """Start a server for ``targets``, load their adapters, and point the targets at it."""
+    from serve.adapters import lora_limits, validate_adapter
+    from serve.registry import AdapterRegistry
+    from serve.server import ServerSpec, VLLMServer
+
+    rank, slots = lora_limits(infos)
+    for _, path in req.adapters:
+        validate_adapter(path, base, rank)
+    label = req.model.removeprefix("local:").rstrip("/").split("/")[-1]
+    spec = ServerSpec(model=base.location, served_name=label, enable_lora=bool(infos),
+                      max_lora_rank=rank, max_loras=slots, max_model_len=req.max_model_len)
+    server = stack.enter_context(VLLMServer(spec, base_identity=base.identity))
+    registry = AdapterRegistry(server.api_base, base, label, rank)
+    preflight = {}
+    for alias, path in req.adapters:
+        loaded, report = registry.load(alias, path)
+        preflight[loaded.served_name] = {"differing": report.differing, "probes": report.probes}
+    return [replace(t, url=server.api_base) for t in targets], {"server": spec.engine_args(), "preflight": preflight}
+
+
+def run_generation(req: GenerateRequest, progress: Progress | None = None) -> dict:
+    bench = load_bench(req.bench)
+    conditions = condition_names(req.conditions)
+    folder = run_dir(req.run)
+    with ExitStack() as stack:
+        store = stack.enter_context(RunStore(folder))
+        if req.url and req.backend == "vllm":
+            targets, engine = _targets_on_url(req)
+        else:
+            targets, base, infos = _targets_local(req)
+            engine = {"hf": {"model_path": base.location}} if req.backend == "hf" else {}
+        cells = plan(bench, req.split, conditions, targets)
+        done = store.done_ids()
+        if req.backend == "hf":
+            stats = generate_hf(cells, store, folder.name, progress=progress)
+        else:
+            if not req.url and any(c.id not in done for c in cells):
+                targets, engine = _serve(req, base, infos, targets, stack)
+                cells = plan(bench, req.split, conditions, targets)
+            stats = asyncio.run(generate_vllm(cells, store, folder.name, concurrency=req.concurrency,
+                                              progress=progress))
+        table = store.write_table()
+        planned = {c.id for c in cells}
+        present = set(table.get_column("cell_id").to_list()) if len(table) else set()
+        manifest = store.update_manifest(
+            git_commit=git_commit(), packages=package_versions(), prompt_version=PROMPT_VERSION,
+            bench={"name": bench.name, "hash": bench.content_hash(), "split": req.split},
+            conditions=conditions,
+            targets={t.label: {k: v for k, v in asdict(t).items() if k != "url"} for t in targets},
+            last_generation=stats.as_dict(), missing_cells=sorted(planned - present),
+            **({"engine": engine} if engine else {}),
+        )
+    return {"run_dir": str(folder), "stats": stats.as_dict(), "cells": len(cells),
+            "missing": len(manifest["missing_cells"]), "rows": len(table)}

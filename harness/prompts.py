@@ -1,0 +1,119 @@
+"""Solver prompt, skill blocks, and the conditions a task is rendered under.
+
+A condition decides only which skill block (if any) joins the solver system prompt; the user
+message is the same under every condition, so two conditions' prompts differ exactly by the
+block. New conditions register a function here or are declared in a config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from harness.bench.model import Bench, QueryType, Skill, Task
+
+PROMPT_VERSION = "solver-v1"
+
+SOLVER_PROMPT = (
+    "You are a careful problem solver. Read the passage and the question, reason step by step, "
+    "and then give your final answer on its own last line in the form 'ANSWER: <answer>'."
+)
+
+_FORMAT = {
+    QueryType.YES_NO: "Answer with yes or no. End with a line 'ANSWER: yes' or 'ANSWER: no'.",
+    QueryType.YES_NO_VERIFICATION: "Answer with yes or no. End with a line 'ANSWER: yes' or 'ANSWER: no'.",
+    QueryType.SINGLE_WORD: "End with a line 'ANSWER: <one word or number>'.",
+    QueryType.RANKING: "End with a line 'ANSWER: <your choice or ordering, as the question asks>'.",
+    QueryType.FREE_FORM: "Explain your reasoning, then state your conclusion on a final line 'ANSWER: <conclusion>'.",
+}
+
+
+def skill_block(skill: Skill) -> str:
+    lines = [f"## Skill: {skill.name} ({skill.category})", skill.description]
+    if skill.when_to_use:
+        lines += ["", f"When to use: {skill.when_to_use}"]
+    lines += ["", "Procedure:"] + [f"{i}. {step}" for i, step in enumerate(skill.procedure, 1)]
+    if skill.constraints:
+        lines += ["", "Constraints:"] + [f"- {c}" for c in skill.constraints]
+    if skill.example_positive or skill.example_negative:
+        lines += ["", "Examples:"]
+        lines += [f"Positive: {skill.example_positive}"] if skill.example_positive else []
+        lines += [f"Negative: {skill.example_negative}"] if skill.example_negative else []
+    return "\n".join(lines)
+
+
+def user_message(task: Task) -> str:
+    parts = [f"Passage:\n{task.passage}"] if task.passage else []
+    parts += [f"Question: {task.question}", _FORMAT[task.query_type]]
+    return "\n\n".join(parts)
+
+
+# A condition maps (bench, task) to the skill whose block is injected, or None.
+ConditionFn = Callable[[Bench, Task], Skill | None]
+CONDITIONS: dict[str, ConditionFn] = {}
+
+
+def register_condition(name: str) -> Callable[[ConditionFn], ConditionFn]:
+    def decorate(fn: ConditionFn) -> ConditionFn:
+        CONDITIONS[name] = fn
+        return fn
+    return decorate
+
+
+@register_condition("baseline")
+def _baseline(bench: Bench, task: Task) -> Skill | None:
+    return None
+
+
+@register_condition("curated")
+def _curated(bench: Bench, task: Task) -> Skill:
+    return bench.skill_of(task)
+
+
+@register_condition("mismatched")
+def _mismatched(bench: Bench, task: Task) -> Skill:
+    """Another skill's block, chosen deterministically: controls for 'any procedure helps'.
+
+    Prefers a skill of another category, so the block is not a near-duplicate."""
+    names = sorted(bench.skills)
+    own = bench.skill_of(task)
+    others = [n for n in names if bench.skills[n].category != own.category] or [n for n in names if n != own.name]
+    if not others:
+        raise ValueError(f"bench {bench.name!r} has one skill: no mismatched block for {task.uid}")
+    pick = int(hashlib.sha256(task.uid.encode()).hexdigest(), 16) % len(others)
+    return bench.skills[others[pick]]
+
+
+def condition_names(spec: str | list[str]) -> list[str]:
+    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    unknown = [n for n in names if n not in CONDITIONS]
+    if unknown or not names:
+        raise ValueError(f"unknown condition(s) {unknown or spec!r}; known: {', '.join(sorted(CONDITIONS))}")
+    return names
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    task: Task
+    condition: str
+    skill_block: str | None
+    messages: tuple[dict, ...]
+
+    @property
+    def hash(self) -> str:
+        return prompt_hash(self.messages)
+
+
+def prompt_hash(messages) -> str:
+    blob = json.dumps(list(messages), sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def render(bench: Bench, task: Task, condition: str) -> RenderedPrompt:
+    skill = CONDITIONS[condition](bench, task)
+    block = skill_block(skill) if skill else None
+    system = f"{SOLVER_PROMPT}\n\n{block}" if block else SOLVER_PROMPT
+    messages = ({"role": "system", "content": system}, {"role": "user", "content": user_message(task)})
+    return RenderedPrompt(task, condition, block, messages)

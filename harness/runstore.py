@@ -1,0 +1,124 @@
+"""A run folder: the episode journal, the episode table, the manifest.
+
+Rows are appended to ``episodes.jsonl`` as they complete (flushed and fsynced), so a crash or
+SIGKILL loses at most the row being written; a torn last line is cut on reopen. The parquet
+table is always rebuilt from the journal, keeping the first row per cell id, so a resumed run
+ends with every cell exactly once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+
+RESULTS_DIR = Path("results")
+
+
+class RunInUse(RuntimeError):
+    pass
+
+
+def run_dir(run: str | Path) -> Path:
+    """A run name (``results/<name>``) or a path (anything with a '/' or starting with '.')."""
+    text = str(run)
+    if "/" in text or text.startswith("."):
+        return Path(text).expanduser()
+    return RESULTS_DIR / text
+
+
+class RunStore:
+    def __init__(self, path: Path, table: str = "episodes", key: str = "cell_id"):
+        self.path = Path(path)
+        self.table = table
+        self.key = key
+        self.journal = self.path / f"{table}.jsonl"
+        self._lock = threading.Lock()
+        self._fh = None
+        self._lockfile = None
+
+    # -- lifecycle
+    def open(self) -> RunStore:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lockfile = (self.path / f".{self.table}.lock").open("w")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInUse(f"{self.path} is being written by another process") from None
+        self._repair_tail()
+        self._fh = self.journal.open("a", encoding="utf-8")
+        return self
+
+    def close(self) -> None:
+        if self._fh:
+            self._fh.close()
+            self._fh = None
+        if self._lockfile:
+            fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+            self._lockfile.close()
+            self._lockfile = None
+
+    def __enter__(self) -> RunStore:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _repair_tail(self) -> None:
+        if not self.journal.exists():
+            return
+        data = self.journal.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.journal.open("r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+
+    # -- rows
+    def rows(self) -> list[dict]:
+        if not self.journal.exists():
+            return []
+        rows = []
+        for line in self.journal.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a torn line from a killed writer; its cell is redone
+        return rows
+
+    def done_ids(self) -> set[str]:
+        return {r[self.key] for r in self.rows()}
+
+    def append(self, row: dict) -> None:
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def frame(self) -> pl.DataFrame:
+        rows = self.rows()
+        if not rows:
+            return pl.DataFrame()
+        return pl.DataFrame(rows, infer_schema_length=None).unique(subset=[self.key], keep="first",
+                                                                   maintain_order=True)
+
+    def write_table(self) -> pl.DataFrame:
+        df = self.frame()
+        tmp = self.path / f".{self.table}.parquet.tmp"
+        df.write_parquet(tmp)
+        os.replace(tmp, self.path / f"{self.table}.parquet")
+        return df
+
+    # -- manifest
+    def update_manifest(self, **fields) -> dict:
+        file = self.path / "manifest.json"
+        manifest = json.loads(file.read_text()) if file.exists() else {"created": time.time()}
+        manifest.update(fields, updated=time.time())
+        tmp = file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        os.replace(tmp, file)
+        return manifest

@@ -1,0 +1,88 @@
+"""Generation throughput: the vLLM path vs the HF ``generate`` path, measured in one run.
+
+Same model, bench cells, conditions and greedy settings on both paths. Times cover
+generation only (server start-up and model loading are reported beside them), and the
+agreement line says how many cells produced identical text on both paths.
+
+    python -m jobs.benchmark_generation [--model local:smollm2-135m-instruct] [--max-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from harness.client import Sampling
+from harness.generation_job import GenerateRequest, run_generation
+
+OUT = Path("results/benchmarks/generation.json")
+
+
+def _path_figures(summary: dict, wall_total: float) -> dict:
+    stats = summary["stats"]
+    wall = stats["wall_s"]
+    return {
+        "episodes": stats["done"],
+        "output_tokens": stats["completion_tokens"],
+        "generation_wall_s": round(wall, 2),
+        "total_wall_s": round(wall_total, 2),
+        "episodes_per_s": round(stats["done"] / wall, 4),
+        "output_tokens_per_s": round(stats["completion_tokens"] / wall, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="local:smollm2-135m-instruct")
+    parser.add_argument("--bench", default="builtin")
+    parser.add_argument("--split", default="eval")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    sampling = Sampling(max_tokens=args.max_tokens, repetition_penalty=1.05)
+    figures, frames = {}, {}
+    with tempfile.TemporaryDirectory(prefix="bench-gen-") as tmp:
+        for backend in ("vllm", "hf"):
+            request = GenerateRequest(run=f"{tmp}/{backend}", model=args.model, bench=args.bench,
+                                      split=args.split, backend=backend, sampling=sampling,
+                                      concurrency=args.concurrency)
+            started = time.perf_counter()
+            summary = run_generation(request)
+            figures[backend] = _path_figures(summary, time.perf_counter() - started)
+            frames[backend] = pl.read_parquet(f"{tmp}/{backend}/episodes.parquet")
+            print(f"{backend}: {figures[backend]}", flush=True)
+    joined = frames["vllm"].join(frames["hf"], on=["task_uid", "condition"], suffix="_hf")
+    identical = int((joined["response"] == joined["response_hf"]).sum())
+    result = {
+        "vllm": figures["vllm"],
+        "hf": figures["hf"],
+        "ratio": round(figures["vllm"]["output_tokens_per_s"] / figures["hf"]["output_tokens_per_s"], 2),
+        "ratio_definition": "vLLM output tokens/s over HF output tokens/s, generation time only",
+        "cells": len(frames["vllm"]),
+        "identical_responses": identical,
+        "model": args.model,
+        "bench": args.bench,
+        "split": args.split,
+        "sampling": sampling.as_dict(),
+        "concurrency": args.concurrency,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
+                    "python": platform.python_version()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"ratio (vLLM / HF output tokens per second): {result['ratio']}x over {result['cells']} cells; "
+          f"identical responses {identical}/{len(joined)}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
