@@ -371,6 +371,88 @@ def generate(
         raise _fail(f"{summary['missing']} cells have no episode (see manifest.json); re-run to retry them")
 
 
+_MODE_HELP = "det-mixed (extractor + LLM for FREE_FORM), llm-only, or deterministic (no LLM)"
+
+
+@app.command()
+def judge(
+    run: Annotated[str, typer.Argument(help="run name under results/, or a path (any stored run)")],
+    mode: Annotated[str, typer.Option(help=_MODE_HELP)] = "det-mixed",
+    judge_model: Annotated[Optional[str], typer.Option("--judge", help="litellm model, e.g. hosted_vllm/NAME or openrouter/openai/gpt-5")] = None,
+    label: Annotated[Optional[str], typer.Option(help="name of this verdict set (default: mode:model)")] = None,
+    api_base: Annotated[Optional[str], typer.Option(help="judge endpoint, e.g. http://127.0.0.1:8000/v1")] = None,
+    concurrency: Annotated[int, typer.Option(help="most judge calls in flight (adapts down on 429)")] = 64,
+    timeout: Annotated[float, typer.Option(help="seconds per judge call")] = 60.0,
+    max_attempts: int = 6,
+    only_unscored: Annotated[bool, typer.Option(help="retry only verdicts that are unscored")] = False,
+    bench: Annotated[Optional[str], typer.Option(help="bench, if the run's manifest names none")] = None,
+    json_schema: Annotated[bool, typer.Option(help="ask the judge for schema-constrained JSON")] = True,
+) -> None:
+    """Judge a run's episodes into verdicts.parquet; verdicts already made are skipped.
+
+    `rejudge` is the same command: a new --judge and --label add a verdict set beside the old."""
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    from harness.bench import BenchError
+    from harness.judging.fanout import RetryPolicy
+    from harness.judging.job import JudgeRequest, run_judging
+    from harness.runstore import RunInUse
+
+    request = JudgeRequest(run=run, mode=mode, label=label, judge_model=judge_model, api_base=api_base,
+                           concurrency=concurrency, policy=RetryPolicy(max_attempts=max_attempts, timeout_s=timeout),
+                           only_unscored=only_unscored, bench=bench, json_schema=json_schema)
+    with Progress(TextColumn("judge"), TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
+                  console=err, transient=False) as bar:
+        task = bar.add_task("verdicts", note="")
+
+        def report(stats) -> None:
+            f = stats.fanout
+            bar.update(task, note=(f"done {stats.judged}/{stats.episodes - stats.skipped} · pass {stats.passed} · "
+                                   f"fail {stats.failed} · unscored {stats.unscored} · calls {f.calls} · "
+                                   f"retries {sum(f.retries.values())}"))
+
+        try:
+            summary = run_judging(request, progress=report)
+        except (BenchError, RunInUse, ValueError, FileNotFoundError) as exc:
+            raise _fail(str(exc))
+    print(json.dumps(summary))
+
+
+app.command("rejudge", help="Judge any stored run again with another judge (same options as judge).")(judge)
+
+
+@app.command()
+def agreement(
+    run: Annotated[str, typer.Argument(help="run name or path")],
+    judge_a: Annotated[str, typer.Option(help="verdict set label A")],
+    judge_b: Annotated[str, typer.Option(help="verdict set label B")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Agreement of two verdict sets: kappa, raw agreement, 2x2 table, Δ shift, disagreements per skill."""
+    import polars as pl
+
+    from harness.judging.agreement import agreement as compute
+    from harness.runstore import run_dir
+
+    path = run_dir(run) / "verdicts.parquet"
+    if not path.is_file():
+        raise _fail(f"{path}: no verdicts (run `skillsweep judge` first)")
+    try:
+        result = compute(pl.read_parquet(path), judge_a, judge_b)
+    except ValueError as exc:
+        raise _fail(str(exc))
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table("model", "n", "agreement", "κ", "κ BL", "κ CU", "Δ A", "Δ B", "shift", "unscored")
+    fmt = lambda v: "-" if v is None else f"{v:+.3f}" if isinstance(v, float) and v < 0 else f"{v:.3f}"
+    for label, m in result["models"].items():
+        table.add_row(label, str(m["n"]), fmt(m["agreement"]), fmt(m["kappa"]), fmt(m["kappa_baseline"]),
+                      fmt(m["kappa_curated"]), fmt(m["delta_a"]), fmt(m["delta_b"]), fmt(m["delta_shift"]),
+                      str(m["unscored_excluded"]))
+    console.print(table)
+
+
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="where the demo writes")] = Path("results/demo")) -> None:
     """The embedded default: the demo model and a LoRA adapter served, probed under both conditions."""

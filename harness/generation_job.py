@@ -95,6 +95,10 @@ def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: Exit
     return [replace(t, url=server.api_base) for t in targets], {"server": spec.engine_args(), "preflight": preflight}
 
 
+def _bench_spec(spec: str) -> str:
+    return spec if spec == "builtin" else str(Path(spec).expanduser().resolve())
+
+
 def run_generation(req: GenerateRequest, progress: Progress | None = None) -> dict:
     bench = load_bench(req.bench)
     conditions = condition_names(req.conditions)
@@ -121,7 +125,8 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None) -> di
         present = set(table.get_column("cell_id").to_list()) if len(table) else set()
         manifest = store.update_manifest(
             git_commit=git_commit(), packages=package_versions(), prompt_version=PROMPT_VERSION,
-            bench={"name": bench.name, "hash": bench.content_hash(), "split": req.split},
+            bench={"name": bench.name, "spec": _bench_spec(req.bench), "hash": bench.content_hash(),
+                   "split": req.split},
             conditions=conditions,
             targets={t.label: {k: v for k, v in asdict(t).items() if k != "url"} for t in targets},
             last_generation=stats.as_dict(), missing_cells=sorted(planned - present),

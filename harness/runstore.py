@@ -33,10 +33,14 @@ def run_dir(run: str | Path) -> Path:
 
 
 class RunStore:
-    def __init__(self, path: Path, table: str = "episodes", key: str = "cell_id"):
+    def __init__(self, path: Path, table: str = "episodes", key: str = "cell_id",
+                 keep: str = "first"):
         self.path = Path(path)
         self.table = table
         self.key = key
+        # episodes keep their first row (a cell is generated once); verdicts their last
+        # (re-judging an unscored verdict supersedes it).
+        self.keep = keep
         self.journal = self.path / f"{table}.jsonl"
         self._lock = threading.Lock()
         self._fh = None
@@ -92,6 +96,10 @@ class RunStore:
     def done_ids(self) -> set[str]:
         return {r[self.key] for r in self.rows()}
 
+    def latest(self) -> dict[str, dict]:
+        """The last row written for each key."""
+        return {r[self.key]: r for r in self.rows()}
+
     def append(self, row: dict) -> None:
         line = json.dumps(row, ensure_ascii=False) + "\n"
         with self._lock:
@@ -103,7 +111,7 @@ class RunStore:
         rows = self.rows()
         if not rows:
             return pl.DataFrame()
-        return pl.DataFrame(rows, infer_schema_length=None).unique(subset=[self.key], keep="first",
+        return pl.DataFrame(rows, infer_schema_length=None).unique(subset=[self.key], keep=self.keep,
                                                                    maintain_order=True)
 
     def write_table(self) -> pl.DataFrame:

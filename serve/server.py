@@ -22,6 +22,9 @@ import httpx
 from harness.paths import skillsweep_home
 
 HOST = "127.0.0.1"
+# For a server used as a judge: JSON-schema replies without free whitespace, which a weak
+# model would otherwise emit until max_tokens.
+COMPACT_JSON_ARGS = ("--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}')
 
 
 class ServerStartError(RuntimeError):

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 
 from harness.models import ResolvedModel, resolve  # noqa: E402
 from harness.models.tiny import build_tiny_qwen3  # noqa: E402
-from serve.server import ServerSpec, VLLMServer, group_members  # noqa: E402
+from serve.server import COMPACT_JSON_ARGS, ServerSpec, VLLMServer, group_members  # noqa: E402
 from train.random_adapter import make_random_adapter  # noqa: E402
 
 SERVER_MAX_RANK = 16
@@ -64,7 +64,8 @@ def adapters(tmp_path_factory, tiny) -> dict:
 def server(tiny, tmp_path_factory):
     """One vLLM server on tiny-qwen3 for the whole run."""
     spec = ServerSpec(model=tiny.location, served_name="tiny", enable_lora=True,
-                      max_lora_rank=SERVER_MAX_RANK, max_loras=2, max_model_len=4096)
+                      max_lora_rank=SERVER_MAX_RANK, max_loras=2, max_model_len=4096,
+                      extra_args=COMPACT_JSON_ARGS)
     srv = VLLMServer(spec, base_identity=tiny.identity,
                      log_path=tmp_path_factory.mktemp("logs") / "vllm.log")
     srv.start()

@@ -1,0 +1,1 @@
+"""Judging: deterministic extraction, the LLM judge, the fan-out, verdict tables, agreement."""

@@ -1,0 +1,113 @@
+"""Many concurrent judge calls that back off under pressure and never hide a failure.
+
+An AIMD limiter caps calls in flight: it halves on a 429 and grows by one after a window of
+successes. Transient failures (429, 5xx, timeouts, dropped connections) are retried with
+exponential backoff and full jitter; anything else fails the call at once. Every attempt is
+counted, so a run can report what was retried and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+class AdaptiveLimiter:
+    def __init__(self, maximum: int, minimum: int = 1):
+        self.maximum, self.minimum = maximum, minimum
+        self.limit = maximum
+        self._in_flight = 0
+        self._successes = 0
+        self._cond = asyncio.Condition()
+
+    async def __aenter__(self) -> AdaptiveLimiter:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._in_flight < self.limit)
+            self._in_flight += 1
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        async with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def throttled(self) -> None:
+        self.limit = max(self.minimum, self.limit // 2)
+        self._successes = 0
+
+    def succeeded(self) -> None:
+        self._successes += 1
+        if self._successes >= self.limit and self.limit < self.maximum:
+            self.limit += 1
+            self._successes = 0
+
+
+def classify(exc: BaseException) -> str | None:
+    """The retry class of a failure, or None when retrying cannot help."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "timeout"
+    name = type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    if status == 429 or name == "RateLimitError":
+        return "rate_limited"
+    if "Timeout" in name or status == 408:
+        return "timeout"
+    if isinstance(status, int) and status >= 500 or name in ("InternalServerError", "ServiceUnavailableError"):
+        return "server_error"
+    if "Connection" in name:
+        return "connection"
+    return None
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 6
+    timeout_s: float = 60.0
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** attempt))
+
+
+@dataclass
+class FanoutCounters:
+    calls: int = 0
+    retries: Counter = field(default_factory=Counter)
+    exhausted: Counter = field(default_factory=Counter)
+    fatal: int = 0
+
+
+class CallFailed(Exception):
+    def __init__(self, reason: str, attempts: int):
+        super().__init__(reason)
+        self.reason, self.attempts = reason, attempts
+
+
+async def call_with_retries(make_call, limiter: AdaptiveLimiter, policy: RetryPolicy,
+                            counters: FanoutCounters):
+    """Run ``await make_call()`` under the limiter with retries; returns (result, attempts)."""
+    for attempt in range(policy.max_attempts):
+        async with limiter:
+            counters.calls += 1
+            try:
+                result = await asyncio.wait_for(make_call(), timeout=policy.timeout_s)
+            except Exception as exc:
+                kind = classify(exc)
+                if kind == "rate_limited":
+                    limiter.throttled()
+                failure = exc
+            else:
+                limiter.succeeded()
+                return result, attempt + 1
+        if kind is None:
+            counters.fatal += 1
+            raise CallFailed(f"{type(failure).__name__}: {str(failure)[:300]}", attempt + 1)
+        if attempt + 1 == policy.max_attempts:
+            counters.exhausted[kind] += 1
+            raise CallFailed(f"gave up after {attempt + 1} attempts: last {kind}: {str(failure)[:200]}",
+                             attempt + 1)
+        counters.retries[kind] += 1
+        await asyncio.sleep(policy.delay(attempt))

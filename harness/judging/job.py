@@ -1,0 +1,279 @@
+"""``skillsweep judge``: score a run's episodes into ``verdicts.parquet``, incrementally.
+
+Dispatch modes: ``deterministic`` (extractor only; FREE_FORM left unscored), ``det-mixed``
+(extractor for YES_NO/VERIFICATION/SINGLE_WORD/RANKING, LLM judge for FREE_FORM: the study's
+native path) and ``llm-only`` (LLM judge for every episode). A verdict's id hashes the episode,
+judge label, mode and prompt/extractor versions; an id already judged is never recomputed,
+and ``only_unscored`` retries exactly the unscored ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import polars as pl
+
+from harness.bench import load_bench
+from harness.bench.model import QueryType
+from harness.judging.extract import DETERMINISTIC_TYPES, EXTRACTOR_VERSION, judge_deterministic
+from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
+from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, VERDICT_SCHEMA, UnparseableReply, judge_messages, parse_reply
+from harness.judging.verdict import Verdict
+from harness.runstore import RunStore, run_dir
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+Mode = Literal["det-mixed", "llm-only", "deterministic"]
+MODES = ("det-mixed", "llm-only", "deterministic")
+# Copied from the episode so that statistics over verdicts can check the generation path.
+_EPISODE_COLUMNS = ("cell_id", "run", "model_label", "base_model", "adapter_hash", "backend", "task_uid", "skill",
+                    "query_type", "condition", "temperature", "max_tokens", "repetition_penalty")
+
+
+@dataclass
+class JudgeRequest:
+    run: str
+    mode: Mode = "det-mixed"
+    label: str | None = None
+    judge_model: str | None = None  # a litellm model string: hosted_vllm/NAME, openrouter/openai/gpt-5, ...
+    api_base: str | None = None
+    concurrency: int = 64
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    only_unscored: bool = False
+    bench: str | None = None
+    json_schema: bool = True
+    max_tokens: int = 512
+
+
+@dataclass
+class JudgeStats:
+    episodes: int = 0
+    skipped: int = 0
+    judged: int = 0
+    passed: int = 0
+    failed: int = 0
+    unscored: int = 0
+    parse_retries: int = 0
+    cost_usd: float = 0.0
+    unscored_reasons: Counter = field(default_factory=Counter)
+    fanout: FanoutCounters = field(default_factory=FanoutCounters)
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("fanout", "unscored_reasons")}
+        d["unscored_reasons"] = dict(self.unscored_reasons)
+        d["calls"] = self.fanout.calls
+        d["retries"] = dict(self.fanout.retries)
+        d["exhausted"] = dict(self.fanout.exhausted)
+        d["fatal"] = self.fanout.fatal
+        return d
+
+
+def verdict_id(cell_id: str, label: str, mode: str) -> str:
+    key = [cell_id, label, mode, JUDGE_PROMPT_VERSION, EXTRACTOR_VERSION]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
+
+
+def _reason_class(reason: str) -> str:
+    return reason.split(":")[0][:60]
+
+
+class LLMJudge:
+    """One judge model reached through litellm, with the fan-out's limiter and retries."""
+
+    def __init__(self, req: JudgeRequest, stats: JudgeStats, calls: RunStore):
+        self.req, self.stats, self.calls = req, stats, calls
+        self.limiter = AdaptiveLimiter(req.concurrency)
+        self._check_credentials()
+
+    def _check_credentials(self) -> None:
+        """Fail before the fan-out, naming the variable: litellm reports a missing key as a
+        server error, which would otherwise be retried for every episode."""
+        import litellm
+
+        if os.environ.get("SKILLSWEEP_JUDGE_API_KEY") or self.req.judge_model.startswith("hosted_vllm/"):
+            return
+        missing = litellm.validate_environment(model=self.req.judge_model).get("missing_keys") or []
+        if missing:
+            raise ValueError(f"judge {self.req.judge_model!r} needs {', '.join(missing)} in the environment "
+                             "(or SKILLSWEEP_JUDGE_API_KEY)")
+
+    def _kwargs(self, messages: list[dict]) -> dict:
+        req = self.req
+        kwargs = dict(model=req.judge_model, messages=messages, temperature=0.0, max_tokens=req.max_tokens,
+                      timeout=req.policy.timeout_s, max_retries=0, num_retries=0)
+        if req.api_base:
+            kwargs["api_base"] = req.api_base
+        key = os.environ.get("SKILLSWEEP_JUDGE_API_KEY")
+        if key:
+            kwargs["api_key"] = key
+        elif req.judge_model.startswith("hosted_vllm/"):
+            kwargs["api_key"] = "EMPTY"  # a local server takes any key; providers read theirs from the env
+        if req.json_schema:
+            kwargs["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "verdict", "schema": VERDICT_SCHEMA}}
+        return kwargs
+
+    async def judge(self, vid: str, messages: list[dict]) -> tuple[Verdict, dict]:
+        import litellm
+
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "attempts": 0, "latency_s": 0.0}
+        last_error = "no reply"
+        for parse_try in range(2):  # one retry for an unparseable reply
+            started = time.perf_counter()
+
+            async def call():
+                return await litellm.acompletion(**self._kwargs(messages))
+
+            try:
+                response, attempts = await call_with_retries(call, self.limiter, self.req.policy, self.stats.fanout)
+            except CallFailed as exc:
+                usage["attempts"] += exc.attempts
+                self._log_call(vid, "failed", exc.attempts, None, time.perf_counter() - started, exc.reason)
+                return Verdict.unscored(self.req.judge_model, f"judge call failed: {exc.reason}"), usage
+            usage["attempts"] += attempts
+            elapsed = time.perf_counter() - started
+            usage["latency_s"] += elapsed
+            self._add_usage(usage, response)
+            text = response.choices[0].message.content or ""
+            try:
+                reply = parse_reply(text)
+            except UnparseableReply as exc:
+                last_error = str(exc)
+                self._log_call(vid, "unparseable", attempts, response, elapsed, last_error)
+                if parse_try == 0:
+                    self.stats.parse_retries += 1
+                continue
+            self._log_call(vid, "ok", attempts, response, elapsed, None)
+            return Verdict(reply.conclusion_reached, reply.score, self.req.judge_model,
+                           rationale=reply.rationale, criteria_met=tuple(reply.criteria_met)), usage
+        return Verdict.unscored(self.req.judge_model, f"unparseable judge reply after retry: {last_error}"), usage
+
+    @staticmethod
+    def _add_usage(usage: dict, response) -> None:
+        import litellm
+
+        u = getattr(response, "usage", None)
+        usage["prompt_tokens"] += getattr(u, "prompt_tokens", 0) or 0
+        usage["completion_tokens"] += getattr(u, "completion_tokens", 0) or 0
+        try:
+            usage["cost_usd"] += float(litellm.completion_cost(completion_response=response) or 0.0)
+        except Exception:  # litellm has no price for local or unknown models
+            pass
+
+    def _log_call(self, vid: str, outcome: str, attempts: int, response, latency: float, error: str | None) -> None:
+        u = getattr(response, "usage", None)
+        self.calls.append({"call_id": uuid.uuid4().hex, "verdict_id": vid, "judge_model": self.req.judge_model, "outcome": outcome,
+                           "attempts": attempts, "prompt_tokens": getattr(u, "prompt_tokens", None),
+                           "completion_tokens": getattr(u, "completion_tokens", None),
+                           "latency_s": round(latency, 4), "error": error, "time": time.time()})
+
+
+def _uses_llm(mode: str, query_type: str) -> bool:
+    return mode == "llm-only" or (mode == "det-mixed" and QueryType(query_type) not in DETERMINISTIC_TYPES)
+
+
+def _verdict_row(episode: dict, vid: str, req: JudgeRequest, label: str, verdict: Verdict, usage: dict,
+                 llm: bool) -> dict:
+    return {
+        "verdict_id": vid, **{c: episode.get(c) for c in _EPISODE_COLUMNS},
+        "judge_label": label, "mode": req.mode, "judge_kind": "llm" if llm else "deterministic",
+        "judge": req.judge_model if llm else "extractor",
+        "prompt_version": JUDGE_PROMPT_VERSION if llm else EXTRACTOR_VERSION,
+        "passed": verdict.passed, "score": verdict.score, "unscored_reason": verdict.unscored_reason,
+        "rule": verdict.rule, "extracted": verdict.extracted, "rationale": verdict.rationale,
+        "criteria_met": json.dumps(list(verdict.criteria_met)),
+        "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
+        "cost_usd": usage.get("cost_usd"), "latency_s": round(usage.get("latency_s", 0.0), 4),
+        "attempts": usage.get("attempts", 0), "judged_at": time.time(),
+    }
+
+
+def default_label(req: JudgeRequest) -> str:
+    if req.label:
+        return req.label
+    if req.mode == "deterministic":
+        return "deterministic"
+    return f"{req.mode}:{req.judge_model.split('/')[-1]}"
+
+
+def run_judging(req: JudgeRequest, progress=None) -> dict:
+    if req.mode not in MODES:
+        raise ValueError(f"mode {req.mode!r}: expected one of {', '.join(MODES)}")
+    if req.mode != "deterministic" and not req.judge_model:
+        raise ValueError(f"mode {req.mode!r} needs --judge MODEL (a litellm model string)")
+    folder = run_dir(req.run)
+    episodes_file = folder / "episodes.parquet"
+    if not episodes_file.is_file():
+        raise FileNotFoundError(f"{episodes_file}: no episodes to judge (run `skillsweep generate` first)")
+    episodes = pl.read_parquet(episodes_file)
+    manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else {}
+    bench_spec = req.bench or (manifest.get("bench") or {}).get("spec")
+    if not bench_spec:
+        raise ValueError(f"{folder}/manifest.json names no bench; pass --bench")
+    bench = load_bench(bench_spec)
+    tasks = {t.uid: t for t in bench.tasks}
+    label = default_label(req)
+    stats = JudgeStats(episodes=len(episodes))
+    with RunStore(folder, "verdicts", "verdict_id", keep="last") as store, \
+            RunStore(folder, "judge_calls", "call_id") as calls:
+        latest = store.latest()
+        todo = []
+        for ep in episodes.iter_rows(named=True):
+            vid = verdict_id(ep["cell_id"], label, req.mode)
+            prior = latest.get(vid)
+            if prior is None or (req.only_unscored and prior["passed"] is None):
+                todo.append((vid, ep))
+        stats.skipped = len(episodes) - len(todo)
+        needs_llm = any(_uses_llm(req.mode, ep["query_type"]) for _, ep in todo)
+        judge = LLMJudge(req, stats, calls) if needs_llm else None
+        started = time.perf_counter()
+
+        async def one(vid: str, ep: dict) -> None:
+            task = tasks.get(ep["task_uid"])
+            response = ep.get("final") if ep.get("final") is not None else ep.get("response") or ""
+            llm = _uses_llm(req.mode, ep["query_type"])
+            usage: dict = {}
+            if task is None:
+                verdict = Verdict.unscored("none", f"task {ep['task_uid']} is not in bench {bench.name}")
+            elif llm:
+                verdict, usage = await judge.judge(vid, judge_messages(
+                    question=task.question, passage=task.passage, expected=task.expected,
+                    must_identify=task.must_identify, correct_conclusion=task.correct_conclusion,
+                    response=response))
+            elif req.mode == "deterministic" and QueryType(ep["query_type"]) not in DETERMINISTIC_TYPES:
+                verdict = Verdict.unscored("none", "free-form answers need an LLM judge (mode deterministic)")
+            else:
+                verdict = judge_deterministic(ep["query_type"], response, task.expected)
+            store.append(_verdict_row(ep, vid, req, label, verdict, usage, llm))
+            stats.judged += 1
+            stats.cost_usd += usage.get("cost_usd", 0.0) or 0.0
+            if verdict.passed is None:
+                stats.unscored += 1
+                stats.unscored_reasons[_reason_class(verdict.unscored_reason)] += 1
+            elif verdict.passed:
+                stats.passed += 1
+            else:
+                stats.failed += 1
+            if progress:
+                progress(stats)
+
+        async def main() -> None:
+            await asyncio.gather(*(one(vid, ep) for vid, ep in todo))
+
+        asyncio.run(main())
+        stats.wall_s = time.perf_counter() - started
+        table = store.write_table()
+        if calls.rows():
+            calls.write_table()
+    mine = table.filter(pl.col("judge_label") == label) if len(table) else table
+    return {"run_dir": str(folder), "label": label, "mode": req.mode, "stats": stats.as_dict(),
+            "verdicts": len(mine), "unscored_total": int(mine["passed"].null_count()) if len(mine) else 0}

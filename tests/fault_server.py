@@ -1,0 +1,96 @@
+"""An OpenAI-compatible chat server on 127.0.0.1 that injects faults at set rates.
+
+It exists only for what a real server will not do on demand: 429s, 500s, replies slower than
+the client's timeout, and verdicts that are not JSON. Healthy replies are valid verdicts that
+always pass, so any fail in a verdict table would have to come from a fault.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FaultServer:
+    def __init__(self, *, rate_429=0.0, rate_500=0.0, rate_slow=0.0, rate_garbage=0.0,
+                 slow_s=2.0, seed=0):
+        self.rates = {"429": rate_429, "500": rate_500, "slow": rate_slow, "garbage": rate_garbage}
+        self.slow_s = slow_s
+        self.injected: Counter = Counter()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", 0))
+                self.rfile.read(length)
+                fault = server._draw()
+                if fault == "429":
+                    return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}})
+                if fault == "500":
+                    return self._send(500, {"error": {"message": "boom", "type": "server_error"}})
+                if fault == "slow":
+                    time.sleep(server.slow_s)
+                content = ("I think the answer is fine but I will not write JSON." if fault == "garbage" else
+                           json.dumps({"conclusion_reached": True, "score": 1.0, "criteria_met": ["x"],
+                                       "rationale": "ok"}))
+                body = {"id": "x", "object": "chat.completion", "created": int(time.time()), "model": "fault",
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": content}}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+                self._send(200, body)
+
+            def _send(self, status, body):
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and left
+
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # the default 5 refuses bursts of concurrent connections
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _draw(self) -> str:
+        with self._lock:
+            roll = self._rng.random()
+            edge = 0.0
+            for kind, rate in self.rates.items():
+                edge += rate
+                if roll < edge:
+                    self.injected[kind] += 1
+                    return kind
+            self.injected["ok"] += 1
+            return "ok"
+
+    def set_rates(self, **rates) -> None:
+        with self._lock:
+            self.rates.update(rates)
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> FaultServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
