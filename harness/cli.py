@@ -21,6 +21,8 @@ models_app = typer.Typer(no_args_is_help=True, help="The local model store.")
 adapters_app = typer.Typer(no_args_is_help=True, help="LoRA adapters on a running server.")
 app.add_typer(models_app, name="models")
 app.add_typer(adapters_app, name="adapters")
+import_app = typer.Typer(no_args_is_help=True, help="Import runs from other tools.")
+app.add_typer(import_app, name="import")
 
 console = Console()
 err = Console(stderr=True)
@@ -451,6 +453,81 @@ def agreement(
                       fmt(m["kappa_curated"]), fmt(m["delta_a"]), fmt(m["delta_b"]), fmt(m["delta_shift"]),
                       str(m["unscored_excluded"]))
     console.print(table)
+
+
+@import_app.command("skillmix")
+def import_skillmix_cmd(
+    episodes: Annotated[Path, typer.Argument(help="the study's episodes.json")],
+    model_label: Annotated[str, typer.Option(help="label of the model in this run")],
+    judge_label: Annotated[str, typer.Option(help="label of the verdict set these episodes carry")],
+    out: Annotated[str, typer.Option(help="run name under results/, or a path")],
+    mode: Annotated[str, typer.Option(help="det-mixed or llm-only: how the study judged them")] = "det-mixed",
+    tasks: Annotated[Optional[Path], typer.Option(help="tasks_eval.json: skills and query types")] = None,
+    size: Annotated[Optional[str], typer.Option(help="model size label for plots, e.g. 2B")] = None,
+    base: Annotated[Optional[str], typer.Option(help="base model id (default: from the episodes)")] = None,
+    stage: Annotated[Optional[str], typer.Option(help="pre or post (default: post when the model has +lora:)")] = None,
+) -> None:
+    """Import the original study's episode log (several judge labels may share one run)."""
+    from harness.importer import ImportError_, import_skillmix
+
+    if mode not in ("det-mixed", "llm-only", "deterministic"):
+        raise _fail(f"--mode {mode!r}: expected det-mixed, llm-only or deterministic")
+    try:
+        print(json.dumps(import_skillmix(episodes, out, model_label=model_label, judge_label=judge_label, mode=mode,
+                                         tasks_json=tasks, size=size, base=base, stage=stage)))
+    except ImportError_ as exc:
+        raise _fail(str(exc))
+
+
+@app.command()
+def stats(
+    run: Annotated[str, typer.Argument(help="run name or path")],
+    judge_label: Annotated[Optional[str], typer.Option("--judge", help="verdict set (needed when there are several)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    allow_path_mismatch: Annotated[bool, typer.Option(help="pair runs from different generation paths anyway")] = False,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples")] = 10_000,
+    seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+) -> None:
+    """Paired statistics per model: pass rates, Δ, McNemar, bootstrap CI, decomposition, per skill, seeds."""
+    from harness.pairing import PathMismatch
+    from harness.stats.job import run_stats
+
+    try:
+        result = run_stats(run, judge_label, allow_path_mismatch=allow_path_mismatch, n_boot=bootstrap, seed=seed)
+    except (ValueError, FileNotFoundError, PathMismatch) as exc:
+        raise _fail(str(exc))
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    table = Table("model", "n", "BL", "CU", "Δ", "McNemar (a,b,c,d)", "p", "method", "95% CI on Δ", "unscored")
+    for label, m in result["models"].items():
+        mc = m["mcnemar"]
+        table.add_row(label, str(m["n"]), f"{m['baseline']['passed']} ({m['baseline']['rate']:.3f})",
+                      f"{m['curated']['passed']} ({m['curated']['rate']:.3f})", f"{m['delta']:+.3f}",
+                      f"{mc['a']},{mc['b']},{mc['c']},{mc['d']}", f"{mc['p']:.4g}", mc["method"],
+                      f"[{m['delta_ci95'][0]:+.3f}, {m['delta_ci95'][1]:+.3f}]", str(m["unscored_excluded"]))
+    console.print(f"judge: {result['judge']}")
+    console.print(table)
+    for post, d in result["decomposition"].items():
+        console.print(f"SFT {d['pre']} → {post}: ΔBL {d['delta_bl']:+.3f}, ΔCU {d['delta_cu']:+.3f}, "
+                      f"Δ-lift {d['delta_lift']:+.3f} [{d['delta_lift_ci95'][0]:+.3f}, {d['delta_lift_ci95'][1]:+.3f}]")
+
+
+@app.command()
+def report(
+    run: Annotated[str, typer.Argument(help="run name or path")],
+    judge_label: Annotated[Optional[str], typer.Option("--judge", help="verdict set for the main tables")] = None,
+    judge_b: Annotated[Optional[str], typer.Option(help="second verdict set for the agreement table")] = None,
+    allow_path_mismatch: bool = False,
+) -> None:
+    """Write report.md, report.html (self-contained), stats.json and PNG plots into the run folder."""
+    from harness.pairing import PathMismatch
+    from harness.report import render_report
+
+    try:
+        print(json.dumps(render_report(run, judge_label, judge_b, allow_path_mismatch)))
+    except (ValueError, FileNotFoundError, PathMismatch) as exc:
+        raise _fail(str(exc))
 
 
 @app.command()

@@ -3,12 +3,14 @@
 Prepares the demo model, writes a seeded random LoRA adapter for it (a stand-in until the
 training recipes exist), and generates every (task, condition, model) cell of the built-in
 bench's eval split on one vLLM server (base and adapter, baseline and curated), then scores
-them with the deterministic judge. Re-running resumes (finished cells and verdicts are skipped).
+them with the deterministic judge and writes the statistics and report. Re-running resumes
+(finished cells and verdicts are skipped).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +21,7 @@ from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
 from harness.judging.job import JudgeRequest, run_judging
 from harness.models import resolve
+from harness.report import render_report
 from train.random_adapter import make_random_adapter
 
 DEMO_MODEL = "local:smollm2-135m-instruct"
@@ -57,6 +60,10 @@ def run_demo(out: Path, console: Console) -> dict:
     example = episodes.filter(pl.col("condition") == "curated").row(0, named=True)
     console.print(f"example ({example['model_label']}, {example['task_uid']}, curated):\n{example['response'][:400]}",
                   markup=False, highlight=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tasks left unscored by the deterministic judge are dropped
+        rendered = render_report(str(out / "run"))
     console.print(f"{summary['rows']} episodes, {summary['missing']} missing, in {time.time() - started:.0f} s; "
-                  f"run folder: {out / 'run'} (episodes.parquet, verdicts.parquet, manifest.json)")
+                  f"run folder: {out / 'run'} (episodes.parquet, verdicts.parquet, stats.json)")
+    console.print(f"report: {rendered['report_html']} (and report.md)")
     return summary

@@ -1,0 +1,189 @@
+"""``skillsweep report``: tables in the spirit of the study's Tables 1, 2, 4 and 7, and plots.
+
+Writes ``report.md`` (PNG files beside it) and ``report.html`` (the same, with the images
+embedded, so one file can be sent around). Statistics come from :mod:`harness.stats.job`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from itertools import combinations
+from pathlib import Path
+
+import polars as pl
+
+from harness.judging.agreement import agreement
+from harness.runstore import run_dir
+from harness.stats.job import _models_meta, choose_judge, compute, load_verdicts
+
+
+def _f(v, signed=False, digits=3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+    return str(v)
+
+
+def _ci(ci) -> str:
+    return "—" if not ci or ci[0] is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def _p(p) -> str:
+    return "—" if p is None else (f"{p:.2e}" if p < 1e-3 else f"{p:.4f}")
+
+
+def _plots(stats: dict, out: Path, agree: dict | None) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    models = stats["models"]
+    # Pre-SFT Δ across sizes, with post-SFT points.
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    pre = [(m.get("size") or m.get("base_model") or l, m["delta"], l) for l, m in models.items() if m["stage"] == "pre"]
+    post = [(m.get("size") or m.get("base_model") or l, m["delta"], l) for l, m in models.items() if m["stage"] == "post"]
+    xs = sorted({x for x, _, _ in pre + post}, key=str)
+    pos = {x: i for i, x in enumerate(xs)}
+    if pre:
+        pts = sorted(pre, key=lambda t: pos[t[0]])
+        ax.plot([pos[x] for x, _, _ in pts], [d for _, d, _ in pts], "o-", label="pre-SFT")
+    if post:
+        ax.plot([pos[x] for x, _, _ in post], [d for _, d, _ in post], "s", color="tab:red", label="post-SFT")
+        for x, d, l in post:
+            ax.annotate(l, (pos[x], d), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs], fontsize=8)
+    ax.set_ylabel("Δ = curated − baseline")
+    ax.set_title("Procedural Δ by model (pre-SFT trajectory, post-SFT points)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "trajectory.png", dpi=110)
+    plt.close(fig)
+    files.append(("trajectory.png", "Δ trajectory"))
+    for label, skills in stats["per_skill"].items():
+        frame = pl.DataFrame(skills["skills"])
+        if frame.is_empty():
+            continue
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
+        fig, ax = plt.subplots(figsize=(7, max(2.5, 0.18 * len(frame) + 1)))
+        colors = ["tab:green" if c == "lift" else "tab:red" if c == "regression" else "tab:grey" for c in frame["cluster"]]
+        ax.barh(frame["skill"].cast(pl.Utf8).fill_null("?").to_list(), frame["delta"].to_list(), color=colors)
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=6)
+        ax.axvline(0, color="black", lw=0.6)
+        ax.set_xlabel("Δ per skill")
+        ax.set_title(f"{label}: per-skill Δ (green lift, grey flat, red regression)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out / f"skills_{safe}.png", dpi=110)
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(4.5, 3.5))
+        ax.scatter(frame["baseline"].to_list(), frame["delta"].to_list(), alpha=0.7)
+        rho = skills["spearman_all"]["rho"]
+        ax.set_xlabel("per-skill baseline pass rate")
+        ax.set_ylabel("per-skill Δ")
+        ax.set_title(f"{label}: Δ vs baseline (Spearman ρ = {_f(rho, True)})", fontsize=9)
+        ax.axhline(0, color="grey", lw=0.8)
+        fig.tight_layout()
+        fig.savefig(out / f"scatter_{safe}.png", dpi=110)
+        plt.close(fig)
+        files += [(f"skills_{safe}.png", f"{label}: per-skill Δ"), (f"scatter_{safe}.png", f"{label}: Δ vs baseline")]
+    if agree:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        labels = list(agree["models"])
+        ax.bar(range(len(labels)), [agree["models"][l]["kappa"] or 0 for l in labels], color="tab:blue", label="κ")
+        ax.plot(range(len(labels)), [agree["models"][l]["agreement"] or 0 for l in labels], "o", color="tab:orange",
+                label="raw agreement")
+        ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=20)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"Judge agreement: {agree['judge_a']} vs {agree['judge_b']}", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "agreement.png", dpi=110)
+        plt.close(fig)
+        files.append(("agreement.png", "judge agreement"))
+    return files
+
+
+def _tables(stats: dict, agree: dict | None) -> list[tuple[str, list[str], list[list[str]], str]]:
+    models = stats["models"]
+    t2 = [[l, _f(m["baseline"]["rate"]), _f(m["curated"]["rate"]), _f(m["delta"], True),
+           f"{m['mcnemar']['method']} {_f(m['mcnemar']['statistic'])}, p={_p(m['mcnemar']['p'])}",
+           _p(m.get("p_holm")), _ci(m["delta_ci95"]), str(m["n"]), str(m["unscored_excluded"])]
+          for l, m in models.items()]
+    tables = [("Pass rates and paired tests (cf. the study's Table 2)",
+               ["model", "BL", "CU", "Δ", "McNemar", "p (Holm)", "bootstrap 95% CI on Δ", "n", "unscored"], t2,
+               "Δ = CU − BL on tasks scored in both conditions; unscored verdicts are excluded and counted.")]
+    if stats["decomposition"]:
+        t1 = [[post, d["pre"], _f(d["pre_delta"], True), _f(d["post_delta"], True),
+               f"{_f(d['delta_bl'], True)} {_ci(d['delta_bl_ci95'])}", f"{_f(d['delta_cu'], True)} {_ci(d['delta_cu_ci95'])}",
+               f"{_f(d['delta_lift'], True)} {_ci(d['delta_lift_ci95'])}"] for post, d in stats["decomposition"].items()]
+        tables.append(("SFT contribution (cf. Table 1)", ["post-SFT", "pre-SFT", "pre Δ", "post Δ", "ΔBL", "ΔCU", "Δ-lift"],
+                       t1, "Matched generation path required; CIs from one task resample shared by all three."))
+    t7 = [[pair, f"{_f(c['independent']['difference'], True)} {_ci(c['independent']['ci95'])}",
+           _p(c["independent"]["p_one_sided"]),
+           f"{_f(c['paired_by_task']['difference'], True)} {_ci(c['paired_by_task']['ci95'])}",
+           _p(c["paired_by_task"]["p_one_sided"])] for pair, c in stats["cross_model"].items()]
+    if t7:
+        tables.append(("Cross-model tests of Δ_A > Δ_B (cf. Table 7)",
+                       ["A vs B", "Δ_A − Δ_B (independent)", "p one-sided", "Δ_A − Δ_B (paired by task)", "p one-sided"],
+                       t7, "Independent resampling is the study's test; the paired-by-task variant uses shared tasks."))
+    if agree:
+        t4 = [[l, str(m["n"]), _f(m["agreement"]), _f(m["kappa"]), _f(m["kappa_baseline"]), _f(m["kappa_curated"]),
+               _f(m["delta_a"], True), _f(m["delta_b"], True), _f(m["delta_shift"], True)]
+              for l, m in agree["models"].items()]
+        tables.append((f"Judge agreement: {agree['judge_a']} vs {agree['judge_b']} (cf. Table 4)",
+                       ["model", "n", "agreement", "κ", "κ BL", "κ CU", "Δ A", "Δ B", "shift B−A"], t4,
+                       "κ pooled over both conditions; episodes either judge left unscored are excluded."))
+    if stats["seeds"]:
+        ts = [[g, ", ".join(s["seeds"]), _f(s["delta_mean"], True), _f(s["delta_sd"]), _ci(s["mean_delta_ci95"]),
+               f"{s['pooled_mcnemar']['method']} p={_p(s['pooled_mcnemar']['p'])}"] for g, s in stats["seeds"].items()]
+        tables.append(("Across seeds", ["model", "seeds", "mean Δ", "sd", "95% CI of mean Δ", "pooled McNemar"], ts, ""))
+    return tables
+
+
+def render_report(run: str | Path, judge: str | None = None, judge_b: str | None = None,
+                  allow_path_mismatch: bool = False) -> dict:
+    folder = run_dir(run)
+    verdicts = load_verdicts(folder)
+    judge = choose_judge(verdicts, judge)
+    stats = compute(verdicts, judge, meta=_models_meta(folder), allow_path_mismatch=allow_path_mismatch)
+    others = [l for l in sorted(verdicts["judge_label"].unique().to_list()) if l != judge]
+    other = judge_b or (others[0] if others else None)
+    agree = agreement(verdicts, judge, other) if other else None
+    (folder / "stats.json").write_text(json.dumps(stats, indent=2, default=str))
+    images = _plots(stats, folder, agree)
+    tables = _tables(stats, agree)
+    single = stats["single_seed_models"]
+    note = (f"Single-seed models: {', '.join(single)}. Their tests are within-seed only." if single else "")
+    md = [f"# skillsweep report: {folder.name}", "", f"Judge: **{judge}**" + (f"; agreement vs **{other}**" if other else ""),
+          "", note, ""]
+    for title, head, rows, caption in tables:
+        md += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        md += ["| " + " | ".join(r) + " |" for r in rows]
+        md += ["", caption, ""] if caption else [""]
+    md += ["## Plots", ""] + [f"![{alt}]({name})" for name, alt in images]
+    (folder / "report.md").write_text("\n".join(md) + "\n")
+    body = [f"<h1>skillsweep report: {html.escape(folder.name)}</h1>",
+            f"<p>Judge: <b>{html.escape(judge)}</b>" + (f"; agreement vs <b>{html.escape(other)}</b>" if other else "") + "</p>",
+            f"<p>{html.escape(note)}</p>"]
+    for title, head, rows, caption in tables:
+        body.append(f"<h2>{html.escape(title)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
+        body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
+        body.append(f"</table><p class='cap'>{html.escape(caption)}</p>")
+    body.append("<h2>Plots</h2>")
+    for name, alt in images:
+        data = base64.b64encode((folder / name).read_bytes()).decode()
+        body.append(f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+                    f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;font-size:13px;margin:.5em 0}th,td{border:1px solid #bbb;padding:3px 7px}"
+             "th{background:#eee}.cap{font-size:12px;color:#555}img{max-width:100%}")
+    (folder / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>skillsweep report"
+                                        f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    return {"report_md": str(folder / "report.md"), "report_html": str(folder / "report.html"),
+            "stats_json": str(folder / "stats.json"), "plots": [name for name, _ in images]}

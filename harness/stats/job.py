@@ -1,0 +1,102 @@
+"""``skillsweep stats``: every statistic for one run under one judge, as one JSON object."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from itertools import combinations
+from pathlib import Path
+
+import polars as pl
+
+from harness.pairing import assert_matched_path
+from harness.runstore import run_dir
+from harness.stats.across import cross_model, sft_decomposition
+from harness.stats.paired import N_BOOT, bonferroni, holm, model_stats, paired_outcomes
+from harness.stats.per_skill import cluster_summary, per_skill, spearman_delta_vs_baseline
+from harness.stats.seeds import group_of, seed_summary
+
+
+def load_verdicts(run: str | Path) -> pl.DataFrame:
+    path = run_dir(run) / "verdicts.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no verdicts (run `skillsweep judge` or `skillsweep import` first)")
+    return pl.read_parquet(path)
+
+
+def choose_judge(verdicts: pl.DataFrame, judge: str | None) -> str:
+    labels = sorted(verdicts["judge_label"].unique().to_list())
+    if judge is None:
+        if len(labels) != 1:
+            raise ValueError(f"the run has several verdict sets ({', '.join(labels)}): pass --judge")
+        return labels[0]
+    if judge not in labels:
+        raise ValueError(f"no verdict set {judge!r} (have: {', '.join(labels)})")
+    return judge
+
+
+def _models_meta(run: str | Path) -> dict:
+    manifest = run_dir(run) / "manifest.json"
+    return json.loads(manifest.read_text()).get("models", {}) if manifest.exists() else {}
+
+
+def _stage(frame: pl.DataFrame) -> str:
+    return "post" if frame["adapter_hash"].drop_nulls().len() else "pre"
+
+
+def compute(verdicts: pl.DataFrame, judge: str, *, meta: dict | None = None, allow_path_mismatch: bool = False,
+            n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    meta = meta or {}
+    rows = verdicts.filter(pl.col("judge_label") == judge)
+    labels = sorted(rows["model_label"].unique().to_list())
+    paired, models, skills = {}, {}, {}
+    for label in labels:
+        frame = rows.filter(pl.col("model_label") == label)
+        assert_matched_path(frame, allow_mismatch=allow_path_mismatch)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            paired[label] = paired_outcomes(rows, label)
+        models[label] = model_stats(paired[label], n_boot, seed)
+        models[label]["warnings"] = [str(w.message) for w in caught]
+        models[label]["base_model"] = frame["base_model"].drop_nulls().first() if "base_model" in frame.columns else None
+        models[label]["stage"] = meta.get(label, {}).get("stage") or _stage(frame)
+        models[label]["size"] = meta.get(label, {}).get("size")
+        table = per_skill(paired[label])
+        skills[label] = {"skills": table.to_dicts(), "clusters": cluster_summary(table),
+                         "spearman_all": spearman_delta_vs_baseline(table),
+                         "spearman_non_ceiling": spearman_delta_vs_baseline(table, non_ceiling=True)}
+    pvalues = {label: m["mcnemar"]["p"] for label, m in models.items() if m["n"]}
+    for label, p_holm in holm(pvalues).items():
+        models[label]["p_holm"] = p_holm
+    for label, p_bonf in bonferroni(pvalues).items():
+        models[label]["p_bonferroni"] = p_bonf
+
+    decomposition = {}
+    for post, info in models.items():
+        if info["stage"] != "post":
+            continue
+        pres = [l for l, m in models.items() if m["stage"] == "pre" and m["base_model"] == info["base_model"]]
+        for pre in pres:
+            assert_matched_path(rows.filter(pl.col("model_label") == pre),
+                                rows.filter(pl.col("model_label") == post), allow_mismatch=allow_path_mismatch)
+            decomposition[post] = {"pre": pre, **sft_decomposition(paired[pre], paired[post], n_boot=n_boot, seed=seed)}
+    trajectory = [{"model": label, "base_model": m["base_model"], "size": m["size"], "stage": m["stage"],
+                   "delta": m["delta"], "delta_ci95": m["delta_ci95"]} for label, m in models.items()]
+    cross = {}
+    for a, b in combinations(labels, 2):
+        cross[f"{a} vs {b}"] = {
+            "independent": cross_model(paired[a], paired[b], n_boot=n_boot, seed=seed),
+            "paired_by_task": cross_model(paired[a], paired[b], paired_by_task=True, n_boot=n_boot, seed=seed),
+        }
+    groups: dict[str, dict] = {}
+    for label in labels:
+        groups.setdefault(group_of(label), {})[label] = paired[label]
+    seeds = {g: seed_summary(members, n_boot, seed) for g, members in groups.items() if len(members) > 1}
+    return {"judge": judge, "models": models, "decomposition": decomposition, "trajectory": trajectory,
+            "cross_model": cross, "per_skill": skills, "seeds": seeds,
+            "single_seed_models": [g for g, members in groups.items() if len(members) == 1]}
+
+
+def run_stats(run: str | Path, judge: str | None = None, **kwargs) -> dict:
+    verdicts = load_verdicts(run)
+    return compute(verdicts, choose_judge(verdicts, judge), meta=_models_meta(run), **kwargs)
