@@ -22,6 +22,8 @@ adapters_app = typer.Typer(no_args_is_help=True, help="LoRA adapters on a runnin
 app.add_typer(models_app, name="models")
 app.add_typer(adapters_app, name="adapters")
 import_app = typer.Typer(no_args_is_help=True, help="Import runs from other tools.")
+corpus_app = typer.Typer(no_args_is_help=True, help="SFT corpora.")
+app.add_typer(corpus_app, name="corpus")
 app.add_typer(import_app, name="import")
 
 console = Console()
@@ -528,6 +530,54 @@ def report(
         print(json.dumps(render_report(run, judge_label, judge_b, allow_path_mismatch)))
     except (ValueError, FileNotFoundError, PathMismatch) as exc:
         raise _fail(str(exc))
+
+
+@corpus_app.command("build")
+def corpus_build(
+    teacher: Annotated[str, typer.Option(help="a litellm model (anthropic/…, openrouter/…) or, with --teacher-url, a served name")],
+    out: Annotated[Path, typer.Option(help="corpus JSONL to write")],
+    bench: Annotated[str, typer.Option(help="bench whose train split is traced")] = "builtin",
+    teacher_url: Annotated[Optional[str], typer.Option(help="a running vLLM server serving the teacher")] = None,
+    judge_model: Annotated[Optional[str], typer.Option("--judge", help="litellm judge model (default: deterministic only)")] = None,
+    judge_api_base: Optional[str] = None,
+    mode: Annotated[str, typer.Option(help="judge dispatch mode")] = "det-mixed",
+    max_tokens: int = 2048,
+    concurrency: int = 16,
+) -> None:
+    """Trace the train split with a teacher, judge the traces, keep the passing ones as chat rows."""
+    from harness.client import Sampling
+    from train.corpus import CorpusRequest, build_corpus
+
+    try:
+        summary = build_corpus(CorpusRequest(teacher=teacher, out=out, bench=bench, teacher_url=teacher_url,
+                                             judge=judge_model, judge_api_base=judge_api_base, mode=mode,
+                                             sampling=Sampling(max_tokens=max_tokens), concurrency=concurrency))
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc))
+    print(json.dumps(summary))
+
+
+@app.command()
+def train(
+    recipe_file: Annotated[Path, typer.Argument(help="recipe YAML (see eval_configs/recipes/)")],
+    model: Annotated[Optional[str], typer.Option(help="override the recipe's base model, e.g. local:tiny-qwen3")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="train this seed only (default: the recipe's seeds)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for <recipe>-s<seed>/ outputs")] = Path("results/adapters"),
+    corpus: Annotated[Optional[str], typer.Option(help="override the recipe's corpus")] = None,
+) -> None:
+    """Train a recipe (LoRA adapter or partial fine-tune) with TRL; writes training_meta.json beside it."""
+    from train.recipe import RecipeError, load_recipe
+    from train.template import TemplatePatchError
+    from train.trainer import train_recipe
+
+    try:
+        recipe = load_recipe(recipe_file)
+        metas = train_recipe(recipe, out, seeds=[seed] if seed is not None else None, model=model, corpus=corpus)
+    except (RecipeError, TemplatePatchError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc))
+    for meta in metas:
+        print(json.dumps({k: meta[k] for k in ("recipe_name", "method", "seed", "steps", "train_loss",
+                                                "content_hash", "wall_s")}))
 
 
 @app.command()

@@ -47,13 +47,20 @@ def build_messages(prompt: str, system: str | None = None, history: list[dict] |
     return messages + list(history or []) + [{"role": "user", "content": prompt}]
 
 
-def _request(url: str, model: str, messages: list[dict], sampling: Sampling) -> dict:
+def litellm_model(url: str | None, model: str) -> str:
+    """A served name on ``url`` is reached as ``hosted_vllm/<name>``; without a URL, ``model`` is a
+    litellm model string naming its provider (``anthropic/…``, ``openrouter/…``)."""
+    return f"hosted_vllm/{model}" if url else model
+
+
+def _request(url: str | None, model: str, messages: list[dict], sampling: Sampling) -> dict:
     extra = {"repetition_penalty": sampling.repetition_penalty} if sampling.repetition_penalty else {}
+    where = {"api_base": normalize_url(url),
+             # Local servers take any key; a real one comes from the environment only.
+             "api_key": os.environ.get("SKILLSWEEP_SERVER_API_KEY", "EMPTY")} if url else {}
     return dict(
-        model=f"hosted_vllm/{model}",
-        api_base=normalize_url(url),
-        # Local servers take any key; a real one comes from the environment only.
-        api_key=os.environ.get("SKILLSWEEP_SERVER_API_KEY", "EMPTY"),
+        model=litellm_model(url, model),
+        **where,
         messages=messages,
         temperature=sampling.temperature,
         max_tokens=sampling.max_tokens,

@@ -28,7 +28,7 @@ class GenerateRequest:
     conditions: list[str] = field(default_factory=lambda: ["baseline", "curated"])
     include_base: bool = True
     url: str | None = None
-    backend: Literal["vllm", "hf"] = "vllm"
+    backend: Literal["vllm", "hf", "api"] = "vllm"
     sampling: Sampling = Sampling(max_tokens=2048, repetition_penalty=1.05)
     concurrency: int = 32
     max_model_len: int = 4096
@@ -105,7 +105,10 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None) -> di
     folder = run_dir(req.run)
     with ExitStack() as stack:
         store = stack.enter_context(RunStore(folder))
-        if req.url and req.backend == "vllm":
+        if req.backend == "api":
+            targets = [Target(req.model, req.model, "api", req.sampling, served_name=req.model)]
+            engine = {"api": {"model": req.model}}
+        elif req.url and req.backend == "vllm":
             targets, engine = _targets_on_url(req)
         else:
             targets, base, infos = _targets_local(req)
@@ -115,7 +118,7 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None) -> di
         if req.backend == "hf":
             stats = generate_hf(cells, store, folder.name, progress=progress)
         else:
-            if not req.url and any(c.id not in done for c in cells):
+            if req.backend == "vllm" and not req.url and any(c.id not in done for c in cells):
                 targets, engine = _serve(req, base, infos, targets, stack)
                 cells = plan(bench, req.split, conditions, targets)
             stats = asyncio.run(generate_vllm(cells, store, folder.name, concurrency=req.concurrency,
