@@ -11,6 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)-$(HASH)
 export HF_HUB_OFFLINE ?= 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE := token
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 
@@ -33,8 +34,11 @@ endif
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The sweep in eval_configs/demo.yaml on a local Ray instance (started and stopped here);
+# --resume makes a second `make demo` reuse everything already done.
 demo: $(STAMP)
-	$(BIN)/skillsweep demo
+	$(BIN)/skillsweep run eval_configs/demo.yaml --resume
+	@echo "report: results/demo/report.html (also report.md, stats.json, run.json)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs

@@ -581,11 +581,48 @@ def train(
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option(help="where the demo writes")] = Path("results/demo")) -> None:
-    """The embedded default: the demo model and a LoRA adapter served, probed under both conditions."""
-    from jobs.demo import run_demo
+def plan(
+    config: Annotated[Path, typer.Argument(help="sweep config YAML")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Validate a sweep config and print its plan: servers, trainings, targets, cells. No GPU needed."""
+    from harness.sweep_config import ConfigError, load_config, make_plan
 
-    run_demo(out, console)
+    try:
+        described = make_plan(load_config(config)).describe()
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc))
+    if as_json:
+        print(json.dumps(described, indent=2))
+        return
+    console.print(f"sweep [bold]{described['sweep']}[/]: bench {described['bench']} ({described['split']}, "
+                  f"{described['tasks']} tasks) × {', '.join(described['conditions'])}")
+    table = Table("target", "kind", "max tokens")
+    for t in described["targets"]:
+        table.add_row(t["label"], t["kind"], str(t["max_tokens"]))
+    console.print(table)
+    for server in described["servers"]:
+        console.print(f"server: {server}", highlight=False)
+    for training in described["trainings"]:
+        console.print(f"training: {training}", highlight=False)
+    console.print(f"cells: {described['cells']}; verdicts: {described['verdicts']} "
+                  f"({', '.join(j['label'] for j in described['judges'])})")
+
+
+@app.command("run")
+def run_sweep(
+    config: Annotated[Path, typer.Argument(help="sweep config YAML")],
+    run_name: Annotated[Optional[str], typer.Option("--run", help="run name (default: the config's name)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue an existing run; finished work is skipped")] = False,
+    out: Annotated[Path, typer.Option(help="results root")] = Path("results"),
+    address: Annotated[Optional[str], typer.Option(help="Ray dashboard address of a running cluster")] = None,
+) -> None:
+    """Start (or join) a local Ray instance and submit the sweep as a Ray job; streams its log."""
+    from jobs.submit import submit_sweep
+
+    code = submit_sweep(config, run_name=run_name, resume=resume, out=out, address=address, echo=print)
+    if code:
+        raise typer.Exit(code)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ class GenerateRequest:
     sampling: Sampling = Sampling(max_tokens=2048, repetition_penalty=1.05)
     concurrency: int = 32
     max_model_len: int = 4096
+    label: str | None = None  # the target's label for an 'api' model (default: the model string)
 
 
 def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
@@ -106,7 +107,7 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None) -> di
     with ExitStack() as stack:
         store = stack.enter_context(RunStore(folder))
         if req.backend == "api":
-            targets = [Target(req.model, req.model, "api", req.sampling, served_name=req.model)]
+            targets = [Target(req.label or req.model, req.model, "api", req.sampling, served_name=req.model)]
             engine = {"api": {"model": req.model}}
         elif req.url and req.backend == "vllm":
             targets, engine = _targets_on_url(req)

@@ -123,10 +123,15 @@ class RunStore:
 
     # -- manifest
     def update_manifest(self, **fields) -> dict:
-        file = self.path / "manifest.json"
-        manifest = json.loads(file.read_text()) if file.exists() else {"created": time.time()}
-        manifest.update(fields, updated=time.time())
-        tmp = file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, default=str))
-        os.replace(tmp, file)
-        return manifest
+        return update_manifest(self.path, **fields)
+
+
+def update_manifest(folder: Path, **fields) -> dict:
+    """Merge ``fields`` into ``folder/manifest.json`` (written atomically)."""
+    file = Path(folder) / "manifest.json"
+    manifest = json.loads(file.read_text()) if file.exists() else {"created": time.time()}
+    manifest.update(fields, updated=time.time())
+    tmp = file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, file)
+    return manifest

@@ -147,6 +147,7 @@ class VLLMServer:
             stdin=subprocess.DEVNULL,
             env=server_env(self.spec),
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         atexit.register(self.stop)
         try:
@@ -225,6 +226,17 @@ class VLLMServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, so a SIGKILLed owner (a Ray actor, a
+    killed CLI) cannot leave a server running. Linux only; elsewhere stop() is the only path."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.yaml_models import load_yaml_model
 
 
 class _Strict(BaseModel):
@@ -55,16 +56,7 @@ def load_recipe(path: str | Path) -> Recipe:
     from train.corpus_transforms import TRANSFORMS
 
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RecipeError(f"{path}: cannot read recipe: {exc}") from exc
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise RecipeError(f"{path}, field '{field}': {first['msg']}") from None
+    recipe = load_yaml_model(path, Recipe, RecipeError, "recipe")
     for i, step in enumerate(recipe.transforms):
         if step.get("kind") not in TRANSFORMS:
             raise RecipeError(f"{path}, field 'transforms.{i}.kind': {step.get('kind')!r} is not one of "

@@ -1,0 +1,205 @@
+"""Sweep configs: one YAML describes a whole experiment, validated with the field named.
+
+A sweep has a bench, models (each a served base with adapters from recipes and seeds, or an
+API model as a reference row), conditions, generation settings per model, judges, statistics
+options and resources. :func:`make_plan` turns it into servers, trainings and targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from harness.yaml_models import load_yaml_model
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Generation(_Strict):
+    max_tokens: int = Field(2048, ge=1)
+    repetition_penalty: float | None = 1.05
+    concurrency: int = Field(32, ge=1)
+
+
+class AdapterSpec(_Strict):
+    recipe: str
+    seeds: list[int] | None = None
+    generation: Generation | None = None  # post-SFT settings (the study used 1024)
+
+
+class ModelSpec(_Strict):
+    label: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    base: str | None = None  # served on vLLM: local:<name>, a path, or a hub id
+    api: str | None = None  # a reference row through litellm, e.g. anthropic/claude-haiku-4-5
+    size: str | None = None
+    include_base: bool = True
+    generation: Generation = Generation()
+    adapters: list[AdapterSpec] = []
+    max_model_len: int = 4096
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.base is None) == (self.api is None):
+            raise ValueError("set exactly one of 'base' (served) or 'api' (litellm reference model)")
+        if self.api and self.adapters:
+            raise ValueError("an 'api' model cannot have adapters")
+        return self
+
+
+class JudgeSpec(_Strict):
+    label: str
+    mode: Literal["det-mixed", "llm-only", "deterministic"]
+    model: str | None = None  # litellm model string
+    serve: str | None = None  # or a model reference the sweep serves itself as the judge
+    api_base: str | None = None
+    concurrency: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _needs_model(self):
+        if self.mode != "deterministic" and not (self.model or self.serve):
+            raise ValueError(f"judge {self.label!r} in mode {self.mode} needs 'model' or 'serve'")
+        return self
+
+
+class CorpusSpec(_Strict):
+    path: str
+    teacher: str | None = None  # a model label of this sweep (served) or a litellm model string
+    judge: str | None = None  # a judge label of this sweep
+    max_tokens: int = 1024
+
+
+class StatsSpec(_Strict):
+    judge: str | None = None
+    judge_b: str | None = None
+    bootstrap: int = Field(10_000, ge=100)
+
+
+class Resources(_Strict):
+    train_gpus: float = Field(1.0, ge=0)
+    serve_gpus: float = Field(1.0, ge=0)
+    kv_cache_gib: int = Field(2, ge=1)
+
+
+class SweepConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    bench: str = "builtin"
+    split: str = "eval"
+    conditions: list[str] = ["baseline", "curated"]
+    models: list[ModelSpec] = Field(min_length=1)
+    judges: list[JudgeSpec] = Field(min_length=1)
+    corpus: CorpusSpec | None = None
+    statistics: StatsSpec = StatsSpec()
+    resources: Resources = Resources()
+
+    @model_validator(mode="after")
+    def _references(self):
+        labels = [m.label for m in self.models]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"model labels must be unique: {labels}")
+        judges = [j.label for j in self.judges]
+        if self.statistics.judge and self.statistics.judge not in judges:
+            raise ValueError(f"statistics.judge {self.statistics.judge!r} is not a judge label ({judges})")
+        if self.corpus and self.corpus.judge and self.corpus.judge not in judges:
+            raise ValueError(f"corpus.judge {self.corpus.judge!r} is not a judge label ({judges})")
+        return self
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    from harness.prompts import condition_names
+    from train.recipe import RecipeError, load_recipe
+
+    path = Path(path)
+    config = load_yaml_model(path, SweepConfig, ConfigError, "config")
+    try:
+        condition_names(config.conditions)
+    except ValueError as exc:
+        raise ConfigError(f"{path}, field 'conditions': {exc}") from None
+    for i, model in enumerate(config.models):
+        for j, adapter in enumerate(model.adapters):
+            try:
+                load_recipe(adapter.recipe)
+            except RecipeError as exc:
+                raise ConfigError(f"{path}, field 'models.{i}.adapters.{j}.recipe': {exc}") from None
+    return config
+
+
+@dataclass(frozen=True)
+class Training:
+    model_label: str
+    base: str
+    recipe_path: str
+    recipe_name: str
+    seed: int
+    target_label: str
+    generation: Generation
+
+
+@dataclass(frozen=True)
+class PlannedTarget:
+    label: str
+    model_label: str
+    kind: Literal["base", "adapter", "api"]
+    generation: Generation
+    training: Training | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: SweepConfig
+    servers: list[ModelSpec]
+    judge_servers: list[JudgeSpec]
+    trainings: list[Training]
+    targets: list[PlannedTarget]
+    tasks: int
+
+    @property
+    def cells(self) -> int:
+        return len(self.targets) * self.tasks * len(self.config.conditions)
+
+    def describe(self) -> dict:
+        return {
+            "sweep": self.config.name, "bench": self.config.bench, "split": self.config.split,
+            "tasks": self.tasks, "conditions": self.config.conditions, "cells": self.cells,
+            "servers": [{"model": m.label, "base": m.base, "size": m.size,
+                         "adapters": [t.target_label for t in self.trainings if t.model_label == m.label]}
+                        for m in self.servers] + [{"judge": j.label, "serves": j.serve} for j in self.judge_servers],
+            "trainings": [{"target": t.target_label, "recipe": t.recipe_name, "seed": t.seed, "base": t.base}
+                          for t in self.trainings],
+            "targets": [{"label": t.label, "kind": t.kind, "max_tokens": t.generation.max_tokens}
+                        for t in self.targets],
+            "judges": [{"label": j.label, "mode": j.mode, "model": j.model or j.serve} for j in self.config.judges],
+            "verdicts": self.cells * len(self.config.judges),
+        }
+
+
+def make_plan(config: SweepConfig) -> Plan:
+    from harness.bench import load_bench
+    from train.recipe import load_recipe
+
+    tasks = len(load_bench(config.bench).split(config.split))
+    trainings, targets = [], []
+    for model in config.models:
+        if model.api:
+            targets.append(PlannedTarget(model.label, model.label, "api", model.generation))
+            continue
+        if model.include_base:
+            targets.append(PlannedTarget(model.label, model.label, "base", model.generation))
+        for adapter in model.adapters:
+            recipe = load_recipe(adapter.recipe)
+            for seed in adapter.seeds or recipe.seeds:
+                label = f"{model.label}+{recipe.name}@s{seed}"
+                training = Training(model.label, model.base, adapter.recipe, recipe.name, seed, label,
+                                    adapter.generation or model.generation)
+                trainings.append(training)
+                targets.append(PlannedTarget(label, model.label, "adapter", training.generation, training))
+    return Plan(config, [m for m in config.models if m.base], [j for j in config.judges if j.serve],
+                trainings, targets, tasks)

@@ -1,0 +1,152 @@
+"""Sweeps on a real local Ray head: `ray job submit`, resume, a killed server actor, plans."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from harness.sweep_config import ConfigError, load_config, make_plan
+from jobs.submit import _ray_cli, start_local_head, stop_local_head, use_token_auth
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "reference" / "skillmix"
+DASHBOARD = "http://127.0.0.1:8265"
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    use_token_auth()
+    stop_local_head()
+    start_local_head(num_cpus=2)
+    yield DASHBOARD
+    stop_local_head()
+    out = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True).stdout
+    assert not out.strip(), f"Ray processes left behind: {out}"
+
+
+def _vllm_servers() -> set[int]:
+    import psutil
+
+    found = set()
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if "vllm.entrypoints.openai.api_server" in " ".join(p.info["cmdline"] or []):
+            found.add(p.info["pid"])
+    return found
+
+
+def _submit(*args, check=True):
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [_ray_cli(), "job", "submit", "--address", DASHBOARD, "--working-dir", str(ROOT), "--",
+           sys.executable, "-m", "jobs.sweep", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    if check:
+        assert result.returncode == 0 and "succeeded" in (result.stdout + result.stderr).lower(), \
+            result.stdout[-4000:] + result.stderr[-2000:]
+    return result
+
+
+def test_smoke_sweep_via_ray_job_submit_then_resume_does_nothing(ray_head, tmp_path):
+    _submit("eval_configs/smoke.yaml", "--out", str(tmp_path))
+    run = tmp_path / "smoke"
+    plan = make_plan(load_config(ROOT / "eval_configs" / "smoke.yaml"))
+    episodes = pl.read_parquet(run / "episodes.parquet")
+    verdicts = pl.read_parquet(run / "verdicts.parquet")
+    assert len(episodes) == plan.cells == episodes["cell_id"].n_unique()
+    assert set(episodes["model_label"]) == {t.label for t in plan.targets}
+    for judge in ("det", "local"):
+        mine = verdicts.filter(pl.col("judge_label") == judge)
+        assert set(mine["cell_id"]) == set(episodes["cell_id"])
+        assert (mine["passed"].is_not_null() | mine["unscored_reason"].is_not_null()).all()
+    for name in ("stats.json", "report.md", "report.html", "run.json", "trajectory.png"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "run.json").read_text())
+    assert summary["missing"] == [] and summary["failures"] == []
+    assert summary["stages"]["training"]["trained"] == 1 and summary["stages"]["judging"]["verdicts"] == 2 * plan.cells
+    meta = json.loads(next((run / "adapters").glob("*/training_meta.json")).read_text())
+    assert meta["loss_curve"][-1] < meta["loss_curve"][0]
+
+    journals = {p: p.stat().st_size for p in (run / "runs").rglob("*.jsonl")}
+    again = _submit("eval_configs/smoke.yaml", "--out", str(tmp_path), "--resume")
+    assert "2 targets already complete" in again.stdout + again.stderr
+    resumed = json.loads((run / "run.json").read_text())
+    assert "verdicts" not in resumed["stages"]["judging"] and resumed["stages"]["training"] == {"wall_s": 0.0}
+    assert {p: p.stat().st_size for p in (run / "runs").rglob("*.jsonl")} == journals  # no new rows at all
+
+    refused = _submit("eval_configs/smoke.yaml", "--out", str(tmp_path), check=False)
+    assert "pass --resume" in refused.stdout + refused.stderr
+
+
+def test_killed_server_actor_is_restarted_and_every_cell_lands(ray_head, tmp_path):
+    import ray
+
+    config = tmp_path / "kill.yaml"
+    config.write_text(
+        "name: kill\nbench: builtin\nsplit: eval\nconditions: [baseline, curated]\n"
+        "models:\n  - {label: tiny, base: local:tiny-qwen3, generation: {max_tokens: 160, concurrency: 4}}\n"
+        "judges:\n  - {label: det, mode: deterministic}\n"
+        "statistics: {bootstrap: 200}\nresources: {train_gpus: 0, serve_gpus: 0, kv_cache_gib: 1}\n")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    before = _vllm_servers()  # e.g. the session's own test server
+    proc = subprocess.Popen([_ray_cli(), "job", "submit", "--address", DASHBOARD, "--working-dir", str(ROOT), "--",
+                             sys.executable, "-m", "jobs.sweep", str(config), "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    journal = tmp_path / "kill" / "runs" / "tiny" / "episodes.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (journal.exists() and journal.read_text().count("\n") >= 4):
+        time.sleep(0.2)
+    assert journal.exists(), "generation never started"
+    ray.init(address="auto", namespace="skillsweep", log_to_driver=False)
+    try:
+        actor = ray.get_actor("server:kill:tiny", namespace="skillsweep")
+        ray.kill(actor, no_restart=False)  # Ray restarts it; the sweep must notice and retry
+        killed_at = journal.read_text().count("\n")
+    finally:
+        ray.shutdown()
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0 and "succeeded" in output.lower(), output[-4000:]
+    episodes = pl.read_parquet(tmp_path / "kill" / "episodes.parquet")
+    assert killed_at < len(episodes) == 64 == episodes["cell_id"].n_unique()
+    summary = json.loads((tmp_path / "kill" / "run.json").read_text())
+    assert summary["missing"] == [] and "retrying on the (restarted) server" in output
+    deadline = time.monotonic() + 60  # a server told to stop may take a few seconds to exit
+    while _vllm_servers() - before and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _vllm_servers() - before, "the sweep left vLLM servers behind"
+
+
+def test_configs_validate_and_errors_name_the_field(tmp_path):
+    for name in ("smoke", "demo"):
+        assert make_plan(load_config(ROOT / "eval_configs" / f"{name}.yaml")).cells == 128
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodels:\n  - {label: a, base: local:tiny-qwen3, api: openai/gpt-5}\n"
+                   "judges: [{label: d, mode: deterministic}]\n")
+    with pytest.raises(ConfigError, match=r"field 'models.0': Value error, set exactly one of 'base'"):
+        load_config(bad)
+    bad.write_text("name: x\nmodels: [{label: a, base: m}]\njudges: [{label: j, mode: llm-only}]\n")
+    with pytest.raises(ConfigError, match=r"field 'judges.0'.*needs 'model' or 'serve'"):
+        load_config(bad)
+    bad.write_text("name: x\nmodels: [{label: a, base: m, adapters: [{recipe: nope.yaml}]}]\n"
+                   "judges: [{label: d, mode: deterministic}]\n")
+    with pytest.raises(ConfigError, match=r"field 'models.0.adapters.0.recipe'"):
+        load_config(bad)
+    bad.write_text("name: x\nmodels: [{label: a, base: m}]\njudges: [{label: d, mode: deterministic}]\n"
+                   "conditions: [baseline, oracle]\n")
+    with pytest.raises(ConfigError, match=r"field 'conditions'.*oracle"):
+        load_config(bad)
+
+
+@pytest.mark.skipif(not (SHARED / "tasks_eval.json").is_file(), reason="../shared/reference/skillmix not present")
+def test_paper_plan_prints_without_a_gpu():
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "plan", "eval_configs/paper.yaml", "--json"],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    plan = json.loads(out)
+    assert plan["tasks"] == 200 and plan["cells"] == 14 * 200 * 2 and len(plan["trainings"]) == 10
+    assert {s["base"] for s in plan["servers"] if "base" in s} == {"Qwen/Qwen3.5-0.8B", "Qwen/Qwen3.5-2B",
+                                                                  "Qwen/Qwen3.5-4B"}
+    assert any(t["kind"] == "api" and t["label"] == "haiku-4-5" for t in plan["targets"])
+    assert {j["label"] for j in plan["judges"]} == {"opus", "opus-det-mixed", "gpt"}
