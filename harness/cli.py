@@ -153,7 +153,7 @@ def serve(
         print(f"endpoint: {server.api_base}", flush=True)
         print(f"served: {' '.join(r for r in [name, *(a.served_name for a in registry.list())])}", flush=True)
         print(f"log: {server.log_path}", flush=True)
-        while server._proc.poll() is None:
+        while server.running():
             time.sleep(0.5)
         raise _fail(f"the vLLM server exited unexpectedly:\n{server.log_tail()}")
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ import polars as pl
 
 from harness.judging.agreement import agreement
 from harness.runstore import run_dir
-from harness.stats.job import _models_meta, choose_judge, compute, load_verdicts
+from harness.stats.job import choose_judge, compute, load_verdicts, models_meta
 
 
 def _f(v, signed=False, digits=3) -> str:
@@ -151,7 +151,7 @@ def render_report(run: str | Path, judge: str | None = None, judge_b: str | None
     folder = run_dir(run)
     verdicts = load_verdicts(folder)
     judge = choose_judge(verdicts, judge)
-    stats = compute(verdicts, judge, meta=_models_meta(folder), allow_path_mismatch=allow_path_mismatch)
+    stats = compute(verdicts, judge, meta=models_meta(folder), allow_path_mismatch=allow_path_mismatch)
     others = [l for l in sorted(verdicts["judge_label"].unique().to_list()) if l != judge]
     other = judge_b or (others[0] if others else None)
     agree = agreement(verdicts, judge, other) if other else None

@@ -178,6 +178,9 @@ class VLLMServer:
                         f"{self.startup_timeout_s:.0f}s", self.log_tail(), self.log_path)
                 time.sleep(0.5)
 
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def healthy(self) -> bool:
         try:
             return httpx.get(self.base_url + "/health", timeout=5.0).status_code == 200

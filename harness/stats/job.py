@@ -35,7 +35,7 @@ def choose_judge(verdicts: pl.DataFrame, judge: str | None) -> str:
     return judge
 
 
-def _models_meta(run: str | Path) -> dict:
+def models_meta(run: str | Path) -> dict:
     manifest = run_dir(run) / "manifest.json"
     return json.loads(manifest.read_text()).get("models", {}) if manifest.exists() else {}
 
@@ -99,4 +99,4 @@ def compute(verdicts: pl.DataFrame, judge: str, *, meta: dict | None = None, all
 
 def run_stats(run: str | Path, judge: str | None = None, **kwargs) -> dict:
     verdicts = load_verdicts(run)
-    return compute(verdicts, choose_judge(verdicts, judge), meta=_models_meta(run), **kwargs)
+    return compute(verdicts, choose_judge(verdicts, judge), meta=models_meta(run), **kwargs)
