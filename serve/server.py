@@ -100,11 +100,21 @@ def _state_dir() -> Path:
 
 
 def server_record(port: int) -> dict | None:
-    """What the server on ``port`` of this machine was started with, if skillsweep started it."""
+    """What the server on ``port`` of this machine was started with, if skillsweep started it.
+
+    A record whose process is gone (its owner was killed before it could clean up) is removed:
+    the port may now belong to another server."""
+    file = _state_dir() / f"{port}.json"
     try:
-        return json.loads((_state_dir() / f"{port}.json").read_text())
+        record = json.loads(file.read_text())
     except (OSError, ValueError):
         return None
+    try:
+        os.kill(int(record.get("pid", 0)), 0)
+    except (OSError, ValueError, OverflowError):
+        file.unlink(missing_ok=True)
+        return None
+    return record
 
 
 @dataclass

@@ -5,7 +5,7 @@ import pytest
 from harness.client import Sampling, build_messages, chat
 from serve.adapters import AdapterError
 from serve.registry import AdapterRegistry, RegistryError
-from serve.server import ServerSpec, ServerStartError, VLLMServer, group_members
+from serve.server import ServerSpec, ServerStartError, VLLMServer, group_members, server_record
 
 from conftest import SERVER_MAX_RANK
 
@@ -101,3 +101,17 @@ def test_failed_start_reports_log_tail_and_leaves_nothing(tmp_path):
     assert info.value.log_tail and info.value.log_tail in message
     assert "no-such-model" in info.value.log_tail
     assert server.pid is None
+
+
+def test_stale_server_record_is_ignored_and_removed(server, tmp_path, monkeypatch):
+    import json
+    import subprocess
+
+    assert server_record(server.port)["pid"] == server.pid  # a live server's record is kept
+    monkeypatch.setenv("SKILLSWEEP_HOME", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    record = tmp_path / "servers" / "45678.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"pid": dead.pid, "max_lora_rank": 64}))
+    assert server_record(45678) is None and not record.exists()
