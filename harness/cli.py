@@ -90,10 +90,6 @@ def _interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
-def _default_served_name(ref: str) -> str:
-    return ref.removeprefix("local:").rstrip("/").split("/")[-1]
-
-
 @app.command()
 def serve(
     model: Annotated[str, typer.Option(help="local:<name>, a checkpoint path, or a hub id")],
@@ -108,7 +104,7 @@ def serve(
     check: Annotated[bool, typer.Option(help="preflight each adapter against the base")] = True,
 ) -> None:
     """Start a vLLM server with adapters and keep it up until interrupted."""
-    from harness.models import ModelNotFound, resolve
+    from harness.models import ModelNotFound, resolve, short_name
     from serve.adapters import AdapterError, inspect_adapter, lora_limits, validate_adapter
     from serve.registry import AdapterRegistry
     from serve.server import ServerSpec, ServerStartError, VLLMServer
@@ -126,7 +122,7 @@ def serve(
             validate_adapter(p, base, rank)
     except AdapterError as exc:
         raise _fail(str(exc))
-    name = served_name or _default_served_name(model)
+    name = served_name or short_name(model)
     spec = ServerSpec(model=base.location, served_name=name, enable_lora=lora, max_lora_rank=rank,
                       max_loras=slots, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib)
     server = VLLMServer(spec, port=port, base_identity=base.identity)

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 from harness.bench import load_bench
 from harness.client import Sampling
 from harness.generate import Progress, Target, generate_hf, generate_vllm, plan
-from harness.models import resolve
+from harness.models import resolve, short_name
 from harness.prompts import PROMPT_VERSION, condition_names
 from harness.provenance import git_commit, package_versions
 from harness.runstore import RunStore, run_dir
@@ -60,7 +60,7 @@ def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
     from serve.adapters import inspect_adapter, served_name
 
     base = resolve(req.model)
-    label = req.model.removeprefix("local:").rstrip("/").split("/")[-1]
+    label = short_name(req.model)
     infos = [inspect_adapter(p) for _, p in req.adapters]
     hf = req.backend == "hf"
     targets = []
@@ -84,7 +84,7 @@ def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: Exit
     rank, slots = lora_limits(infos)
     for _, path in req.adapters:
         validate_adapter(path, base, rank)
-    label = req.model.removeprefix("local:").rstrip("/").split("/")[-1]
+    label = short_name(req.model)
     spec = ServerSpec(model=base.location, served_name=label, enable_lora=bool(infos),
                       max_lora_rank=rank, max_loras=slots, max_model_len=req.max_model_len)
     server = stack.enter_context(VLLMServer(spec, base_identity=base.identity))

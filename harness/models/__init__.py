@@ -8,6 +8,7 @@ from harness.models.store import (
     model_identity,
     prepare,
     resolve,
+    short_name,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "model_identity",
     "prepare",
     "resolve",
+    "short_name",
 ]

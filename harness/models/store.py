@@ -154,6 +154,12 @@ def list_models(root: Path | None = None) -> list[StoreEntry]:
     return entries
 
 
+def short_name(ref: str) -> str:
+    """A model reference's last component (``local:tiny-qwen3`` → ``tiny-qwen3``,
+    ``Qwen/Qwen3.5-4B`` → ``Qwen3.5-4B``): the default served name and label."""
+    return ref.removeprefix(LOCAL_PREFIX).rstrip("/").split("/")[-1]
+
+
 def model_identity(location: str | os.PathLike) -> str:
     """A stable name for the model at ``location``, used to match adapters to their base.
 
