@@ -1,7 +1,6 @@
 """skillsweep harness: bench, prompts, generation client, judging, statistics, report, CLI."""
 
-import os
+from harness.libenv import apply_env_defaults
 
-# litellm fetches a price map from the internet at import unless told otherwise; every
-# module that can import litellm lives under this package.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# Every module that can import litellm, Ray or vLLM lives under this package or imports it.
+apply_env_defaults()

@@ -335,8 +335,6 @@ def generate(
     max_model_len: int = 4096,
 ) -> None:
     """Generate one greedy response per (task, condition, model) cell; re-running resumes."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from harness.bench import BenchError
     from harness.client import Sampling
     from harness.generation_job import GenerateRequest, run_generation
@@ -353,19 +351,12 @@ def generate(
         conditions=conditions.split(","), include_base=base, url=url, backend=backend,
         sampling=Sampling(max_tokens=max_tokens, repetition_penalty=repetition_penalty or None),
         concurrency=concurrency, max_model_len=max_model_len)
-    with Progress(TextColumn("generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-                  TimeElapsedColumn(), console=err, transient=False) as bar:
-        task = bar.add_task("cells", total=None, note="")
-
-        def report(stats) -> None:
-            bar.update(task, total=stats.planned - stats.skipped, completed=stats.done + stats.failed,
-                       note=f"failed {stats.failed} · skipped {stats.skipped}")
-
-        try:
-            summary = run_generation(request, progress=report)
-        except (BenchError, ModelNotFound, AdapterError, RegistryError, ServerStartError, RunInUse,
-                ValueError, FileNotFoundError) as exc:
-            raise _fail(str(exc))
+    # Progress: one line per target every 15 s on stderr (harness.progress).
+    try:
+        summary = run_generation(request)
+    except (BenchError, ModelNotFound, AdapterError, RegistryError, ServerStartError, RunInUse,
+            ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc))
     print(json.dumps(summary))
     if summary["missing"]:
         raise _fail(f"{summary['missing']} cells have no episode (see manifest.json); re-run to retry them")
@@ -382,7 +373,7 @@ def judge(
     label: Annotated[Optional[str], typer.Option(help="name of this verdict set (default: mode:model)")] = None,
     api_base: Annotated[Optional[str], typer.Option(help="judge endpoint, e.g. http://127.0.0.1:8000/v1")] = None,
     concurrency: Annotated[int, typer.Option(help="most judge calls in flight (adapts down on 429)")] = 64,
-    timeout: Annotated[float, typer.Option(help="seconds per judge call")] = 60.0,
+    timeout: Annotated[float, typer.Option(help="seconds per judge call to an API model (a local hosted_vllm judge has no cap)")] = 60.0,
     max_attempts: int = 6,
     only_unscored: Annotated[bool, typer.Option(help="retry only verdicts that are unscored")] = False,
     bench: Annotated[Optional[str], typer.Option(help="bench, if the run's manifest names none")] = None,
@@ -391,8 +382,6 @@ def judge(
     """Judge a run's episodes into verdicts.parquet; verdicts already made are skipped.
 
     `rejudge` is the same command: a new --judge and --label add a verdict set beside the old."""
-    from rich.progress import Progress, TextColumn, TimeElapsedColumn
-
     from harness.bench import BenchError
     from harness.judging.fanout import RetryPolicy
     from harness.judging.job import JudgeRequest, run_judging
@@ -401,20 +390,10 @@ def judge(
     request = JudgeRequest(run=run, mode=mode, label=label, judge_model=judge_model, api_base=api_base,
                            concurrency=concurrency, policy=RetryPolicy(max_attempts=max_attempts, timeout_s=timeout),
                            only_unscored=only_unscored, bench=bench, json_schema=json_schema)
-    with Progress(TextColumn("judge"), TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
-                  console=err, transient=False) as bar:
-        task = bar.add_task("verdicts", note="")
-
-        def report(stats) -> None:
-            f = stats.fanout
-            bar.update(task, note=(f"done {stats.judged}/{stats.episodes - stats.skipped} · pass {stats.passed} · "
-                                   f"fail {stats.failed} · unscored {stats.unscored} · calls {f.calls} · "
-                                   f"retries {sum(f.retries.values())}"))
-
-        try:
-            summary = run_judging(request, progress=report)
-        except (BenchError, RunInUse, ValueError, FileNotFoundError) as exc:
-            raise _fail(str(exc))
+    try:
+        summary = run_judging(request)
+    except (BenchError, RunInUse, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc))
     print(json.dumps(summary))
 
 

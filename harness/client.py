@@ -10,8 +10,14 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-# litellm fetches a price map from the internet at import time unless told otherwise.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+from harness.libenv import quiet_litellm
+
+# A local engine is never given a wall-clock cap: a busy CPU engine can take many minutes over
+# its queue, and an abandoned request is only generated again. Liveness comes from the engine's
+# own health and metrics (serve.engine_watch). litellm turns None into 600 s, hence a huge value.
+NO_TIMEOUT_S = 30 * 24 * 3600.0
+# API models (a provider behind litellm) keep a per-call cap, and retries.
+API_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -47,13 +53,19 @@ def build_messages(prompt: str, system: str | None = None, history: list[dict] |
     return messages + list(history or []) + [{"role": "user", "content": prompt}]
 
 
+def is_local_engine(litellm_model_name: str) -> bool:
+    """A vLLM server addressed by URL (``hosted_vllm/…``): an engine we watch rather than time out."""
+    return litellm_model_name.startswith("hosted_vllm/")
+
+
 def litellm_model(url: str | None, model: str) -> str:
     """A served name on ``url`` is reached as ``hosted_vllm/<name>``; without a URL, ``model`` is a
     litellm model string naming its provider (``anthropic/…``, ``openrouter/…``)."""
     return f"hosted_vllm/{model}" if url else model
 
 
-def _request(url: str | None, model: str, messages: list[dict], sampling: Sampling) -> dict:
+def _request(url: str | None, model: str, messages: list[dict], sampling: Sampling,
+             timeout_s: float | None = None) -> dict:
     extra = {"repetition_penalty": sampling.repetition_penalty} if sampling.repetition_penalty else {}
     where = {"api_base": normalize_url(url),
              # Local servers take any key; a real one comes from the environment only.
@@ -66,6 +78,10 @@ def _request(url: str | None, model: str, messages: list[dict], sampling: Sampli
         max_tokens=sampling.max_tokens,
         seed=sampling.seed,
         extra_body=extra or None,
+        timeout=timeout_s or (NO_TIMEOUT_S if url else API_TIMEOUT_S),
+        # Retries are ours (harness.retry), where the kind of failure is known.
+        max_retries=0,
+        num_retries=0,
     )
 
 
@@ -81,15 +97,15 @@ def _completion(response, started: float) -> Completion:
     )
 
 
-def chat(url: str, model: str, messages: list[dict], sampling: Sampling = Sampling()) -> Completion:
-    import litellm
-
+def chat(url: str, model: str, messages: list[dict], sampling: Sampling = Sampling(),
+         timeout_s: float | None = None) -> Completion:
+    litellm = quiet_litellm()
     started = time.perf_counter()
-    return _completion(litellm.completion(**_request(url, model, messages, sampling)), started)
+    return _completion(litellm.completion(**_request(url, model, messages, sampling, timeout_s)), started)
 
 
-async def achat(url: str, model: str, messages: list[dict], sampling: Sampling = Sampling()) -> Completion:
-    import litellm
-
+async def achat(url: str, model: str, messages: list[dict], sampling: Sampling = Sampling(),
+                timeout_s: float | None = None) -> Completion:
+    litellm = quiet_litellm()
     started = time.perf_counter()
-    return _completion(await litellm.acompletion(**_request(url, model, messages, sampling)), started)
+    return _completion(await litellm.acompletion(**_request(url, model, messages, sampling, timeout_s)), started)

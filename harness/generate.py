@@ -13,15 +13,21 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import httpx
+
 from harness.bench.model import Bench
-from harness.client import Completion, Sampling, achat
+from harness.client import API_TIMEOUT_S, Completion, Sampling, achat
+from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries, classify
+from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker, stderr_line
 from harness.prompts import PROMPT_VERSION, RenderedPrompt, render
 from harness.provenance import versions_string
 from harness.runstore import RunStore
+from serve.engine_watch import EngineSample, Health, WatchPolicy, afetch_metrics, assess, next_limit
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +38,7 @@ THINK_END = "</think>"
 class Target:
     label: str
     base_model: str  # identity of the base (harness.models.model_identity)
-    backend: Literal["vllm", "hf"]
+    backend: Literal["vllm", "hf", "api"]
     sampling: Sampling
     adapter_name: str | None = None
     adapter_hash: str | None = None
@@ -41,10 +47,12 @@ class Target:
     served_name: str | None = None
     model_path: str | None = None
     adapter_path: str | None = None
+    # The dtype the engine computes in (None: an API model, or a server we did not start).
+    dtype: str | None = None
 
     def path_signature(self) -> dict:
         """The generation path: what must match for two targets' cells to be compared."""
-        return {"backend": self.backend, **self.sampling.as_dict()}
+        return {"backend": self.backend, "dtype": self.dtype, **self.sampling.as_dict()}
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ def episode_row(run: str, cell: Cell, completion: Completion, started_at: float)
         "adapter_name": t.adapter_name,
         "adapter_hash": t.adapter_hash,
         "backend": t.backend,
+        "dtype": t.dtype,
         "task_uid": p.task.uid,
         "skill": p.task.skill,
         "query_type": p.task.query_type.value,
@@ -125,54 +134,238 @@ class GenerationStats:
     done: int = 0
     failed: int = 0
     completion_tokens: int = 0
+    # Cells whose request was abandoned because their engine died or stalled, and sent again.
+    requeued: int = 0
+    # Transient failures (connection dropped, 5xx) retried on a live engine, and API timeouts.
+    retried: int = 0
+    timed_out: int = 0
+    engine_losses: int = 0
+    engine_restarts: int = 0
+    # Cells the engine refused (a 4xx such as a prompt longer than the context): retrying cannot help.
+    client_failed: int = 0
     wall_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "errors"} | {"errors": self.errors[:20]}
 
+    def snapshot(self) -> Snapshot:
+        extra = [f"{k} {getattr(self, k)}" for k in ("failed", "requeued", "retried") if getattr(self, k)]
+        return Snapshot(self.done + self.failed, self.planned - self.skipped, self.completion_tokens,
+                        " · ".join(extra))
+
 
 Progress = Callable[[GenerationStats], None]
+# Called when a local engine was lost: returns (api_base to use now, whether the server was
+# restarted) or None when it is gone for good.
+Reconnect = Callable[[str, Health], Awaitable["tuple[str, bool] | None"]]
 
 
-async def _one(cell: Cell, run: str, store: RunStore, stats: GenerationStats, retries: int) -> None:
-    t = cell.target
-    for attempt in range(retries + 1):
+class EngineLost(Exception):
+    def __init__(self, health: Health):
+        super().__init__(f"engine {health.value}")
+        self.health = health
+
+
+class EngineWatch:
+    """Polls one engine's /metrics while requests are out; ``guard`` abandons a request only
+    when the engine is judged dead or stalled (serve.engine_watch.assess)."""
+
+    def __init__(self, url: str, policy: WatchPolicy):
+        self.url, self.policy = url, policy
+        self.samples: deque[EngineSample | None] = deque(maxlen=max(policy.dead_after, 8) + int(
+            policy.stall_s / policy.poll_s) + 2)
+        self.health = Health.OK
+        self.lost = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def latest(self) -> EngineSample | None:
+        return self.samples[-1] if self.samples else None
+
+    async def _poll(self) -> None:
+        async with httpx.AsyncClient(timeout=self.policy.poll_s * 2) as client:
+            while True:
+                self.samples.append(await afetch_metrics(client, self.url))
+                health = assess(list(self.samples), self.policy, time.monotonic())
+                if health is not Health.OK:
+                    self.health = health
+                    self.lost.set()
+                    return
+                await asyncio.sleep(self.policy.poll_s)
+
+    async def __aenter__(self) -> EngineWatch:
+        self._task = asyncio.create_task(self._poll())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._task:
+            self._task.cancel()
+
+    async def guard(self, coro):
+        work = asyncio.ensure_future(coro)
+        lost = asyncio.ensure_future(self.lost.wait())
+        try:
+            await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        finally:
+            lost.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        raise EngineLost(self.health)
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """'client' (fails the same way again), 'transient' (retry), or raise: a programming error
+    must surface, not be recorded as a failed cell."""
+    if classify(exc) is not None:
+        return "transient"
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 500:
+        return "client"
+    module = type(exc).__module__.split(".")[0]
+    if module in ("litellm", "openai", "httpx", "httpcore", "aiohttp"):
+        return "transient"
+    raise exc
+
+
+async def wait_healthy(url: str, wait_s: float = 120.0, poll_s: float = 2.0) -> tuple[str, bool] | None:
+    """The default reconnect: the same address, once it answers again within ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    async with httpx.AsyncClient(timeout=poll_s * 2) as client:
+        while time.monotonic() < deadline:
+            if await afetch_metrics(client, url) is not None:
+                return url, False
+            await asyncio.sleep(poll_s)
+    return None
+
+
+def _record(store: RunStore, run: str, cell: Cell, completion: Completion, started: float,
+            stats: GenerationStats) -> None:
+    store.append(episode_row(run, cell, completion, started))
+    stats.done += 1
+    stats.completion_tokens += completion.completion_tokens or 0
+
+
+def _fail(stats: GenerationStats, cell: Cell, reason: str) -> None:
+    stats.failed += 1
+    stats.errors.append(f"{cell.id} ({cell.target.label}, {cell.prompt.task.uid}): {reason}")
+
+
+async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, stats: GenerationStats, *,
+                        concurrency: int, retries: int, policy: WatchPolicy, reconnect: Reconnect,
+                        max_losses: int) -> None:
+    """Keep one local engine fed with ``cells`` until each has an episode or a recorded failure."""
+    queue = deque(cells)
+    attempts: dict[str, int] = {}
+    limit = min(concurrency, len(cells))
+    while queue:
+        in_flight: dict[asyncio.Future, tuple[Cell, float]] = {}
+        async with EngineWatch(url, policy) as watch:
+            while (queue or in_flight) and not watch.lost.is_set():
+                limit = next_limit(limit, len(in_flight), watch.latest, low=1, high=concurrency)
+                while queue and len(in_flight) < limit:
+                    cell = queue.popleft()
+                    t = cell.target
+                    call = achat(url, t.served_name, list(cell.prompt.messages), t.sampling)
+                    in_flight[asyncio.ensure_future(watch.guard(call))] = (cell, time.time())
+                if not in_flight:
+                    break
+                done, _ = await asyncio.wait(in_flight, timeout=policy.poll_s, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    cell, started = in_flight.pop(future)
+                    exc = future.exception()
+                    if exc is None:
+                        _record(store, run, cell, future.result(), started, stats)
+                    elif isinstance(exc, EngineLost):
+                        queue.appendleft(cell)
+                        stats.requeued += 1
+                    elif _failure_kind(exc) == "client":
+                        stats.client_failed += 1
+                        _fail(stats, cell, str(exc)[:300])
+                    elif attempts.setdefault(cell.id, 0) < retries:
+                        # The engine is alive (the watch says so); a dropped connection is retried.
+                        attempts[cell.id] += 1
+                        stats.retried += 1
+                        queue.append(cell)
+                        await asyncio.sleep(min(10.0, 2 ** attempts[cell.id]) * (0.5 + random.random()) / 4)
+                    else:
+                        _fail(stats, cell, f"gave up after {retries + 1} attempts: {str(exc)[:300]}")
+            for future, (cell, started) in in_flight.items():
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    _record(store, run, cell, future.result(), started, stats)
+                    continue
+                future.cancel()
+                queue.appendleft(cell)
+                stats.requeued += 1
+            health = watch.health
+        if not queue:
+            return
+        stats.engine_losses += 1
+        stderr_line(f"engine at {url} is {health.value} with {len(queue)} cells outstanding; they are re-queued")
+        back = await reconnect(url, health) if stats.engine_losses <= max_losses else None
+        if back is None:
+            for cell in queue:
+                _fail(stats, cell, f"engine at {url} was {health.value} and did not come back")
+            return
+        url, restarted = back
+        stats.engine_restarts += int(restarted)
+        stderr_line(f"engine {'restarted' if restarted else 'answers again'} at {url}; resuming {len(queue)} cells")
+
+
+async def _drive_api(cells: list[Cell], store: RunStore, run: str, stats: GenerationStats, *,
+                     concurrency: int, retries: int) -> None:
+    """API models: a per-call timeout, retries with backoff for transient failures."""
+    limiter = AdaptiveLimiter(concurrency)
+    policy = RetryPolicy(max_attempts=retries + 1, timeout_s=API_TIMEOUT_S)
+    counters = FanoutCounters()
+
+    async def one(cell: Cell) -> None:
+        t = cell.target
         started = time.time()
         try:
-            completion = await achat(t.url, t.served_name, list(cell.prompt.messages), t.sampling)
-        except Exception as exc:  # transport and server errors: retried, then recorded
-            # A 4xx (prompt too long for the context, unknown model) fails the same way again.
-            client_error = 400 <= (getattr(exc, "status_code", None) or 0) < 500
-            if attempt == retries or client_error:
-                stats.failed += 1
-                stats.errors.append(f"{cell.id} ({t.label}, {cell.prompt.task.uid}): {exc}")
-                return
-            await asyncio.sleep(min(30.0, 2 ** attempt) * (0.5 + random.random()))
-            continue
-        store.append(episode_row(run, cell, completion, started))
-        stats.done += 1
-        stats.completion_tokens += completion.completion_tokens or 0
-        return
+            completion, _ = await call_with_retries(
+                lambda: achat(None, t.served_name, list(cell.prompt.messages), t.sampling, API_TIMEOUT_S),
+                limiter, policy, counters)
+        except CallFailed as exc:
+            _fail(stats, cell, exc.reason)
+            return
+        _record(store, run, cell, completion, started, stats)
+
+    await asyncio.gather(*(one(c) for c in cells))
+    stats.retried += sum(counters.retries.values())
+    stats.timed_out += counters.retries["timeout"] + counters.exhausted["timeout"]
 
 
 async def generate_vllm(cells: list[Cell], store: RunStore, run: str, *, concurrency: int = 32,
-                        retries: int = 3, progress: Progress | None = None) -> GenerationStats:
-    """Send every unfinished cell to its server, at most ``concurrency`` at a time."""
+                        retries: int = 3, progress: Progress | None = None, label: str | None = None,
+                        progress_every_s: float = DEFAULT_EVERY_S, watch: WatchPolicy = WatchPolicy(),
+                        reconnect: Reconnect | None = None, max_losses: int = 3) -> GenerationStats:
+    """Send every unfinished cell to its engine, keeping each engine's queue fed but short.
+
+    Local engines (a URL) get no wall-clock cap per request; an engine found dead or stalled has
+    its in-flight cells re-queued, and ``reconnect`` says where it is now. API models (no URL)
+    keep a per-call timeout with retries."""
     done = store.done_ids()
     todo = [c for c in cells if c.id not in done]
     stats = GenerationStats(planned=len(cells), skipped=len(cells) - len(todo))
-    gate = asyncio.Semaphore(concurrency)
     started = time.perf_counter()
-
-    async def guarded(cell: Cell) -> None:
-        async with gate:
-            await _one(cell, run, store, stats, retries)
-        if progress:
-            progress(stats)
-
-    await asyncio.gather(*(guarded(c) for c in todo))
+    groups: dict[str | None, list[Cell]] = {}
+    for cell in todo:
+        groups.setdefault(cell.target.url, []).append(cell)
+    name = label or ",".join(sorted({c.target.label for c in cells})) or "generate"
+    async with Ticker(name, "cells", stats.snapshot, progress_every_s if todo else 0):
+        await asyncio.gather(*(
+            _drive_engine(url, group, store, run, stats, concurrency=concurrency, retries=retries, policy=watch,
+                          reconnect=reconnect or wait_healthy, max_losses=max_losses) if url else
+            _drive_api(group, store, run, stats, concurrency=concurrency, retries=retries)
+            for url, group in groups.items()))
     stats.wall_s = time.perf_counter() - started
+    if progress:
+        progress(stats)
     return stats
 
 

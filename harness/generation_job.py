@@ -11,7 +11,8 @@ from urllib.parse import urlparse
 
 from harness.bench import load_bench
 from harness.client import Sampling
-from harness.generate import Progress, Target, generate_hf, generate_vllm, plan
+from harness.generate import Progress, Reconnect, Target, generate_hf, generate_vllm, plan
+from harness.progress import DEFAULT_EVERY_S
 from harness.models import resolve, short_name
 from harness.prompts import PROMPT_VERSION, condition_names
 from harness.provenance import git_commit, package_versions
@@ -33,6 +34,8 @@ class GenerateRequest:
     concurrency: int = 32
     max_model_len: int = 4096
     label: str | None = None  # the target's label for an 'api' model (default: the model string)
+    cpu_bind: str | None = None  # cores for a server this job starts (VLLM_CPU_OMP_THREADS_BIND)
+    progress_every_s: float = DEFAULT_EVERY_S
 
 
 def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
@@ -44,34 +47,40 @@ def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
     registry = AdapterRegistry.connect(req.url)
     served = registry.resolve_name(req.model, allow_base=True)
     base_label = registry.base_served_name
+    record = server_record(urlparse(registry.url).port) or {"url": req.url}
+    dtype = record.get("dtype")
     if served == base_label:
-        target = Target(base_label, registry.base.identity, "vllm", req.sampling, url=req.url, served_name=served)
+        target = Target(base_label, registry.base.identity, "vllm", req.sampling, url=req.url, served_name=served,
+                        dtype=dtype)
     else:
         loaded = next(a for a in registry.list() if a.served_name == served)
         target = Target(f"{base_label}+{loaded.alias}", registry.base.identity, "vllm", req.sampling,
                         adapter_name=loaded.alias, adapter_hash=inspect_adapter(loaded.path).content_hash,
-                        url=req.url, served_name=served)
-    return [target], {"server": server_record(urlparse(registry.url).port) or {"url": req.url}}
+                        url=req.url, served_name=served, dtype=dtype)
+    return [target], {"server": record}
 
 
 def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
     """Targets for a model this job serves itself (vLLM) or loads itself (HF). Known before
     anything starts, so a finished run is recognised without starting a server."""
     from serve.adapters import inspect_adapter, served_name
+    from serve.hardware import has_cuda, serving_dtype
 
     base = resolve(req.model)
     label = short_name(req.model)
     infos = [inspect_adapter(p) for _, p in req.adapters]
     hf = req.backend == "hf"
+    # HF generate runs float32 on CPU (harness.hf_backend); vLLM what the hardware computes natively.
+    dtype = ("bfloat16" if has_cuda() else "float32") if hf else serving_dtype()
     targets = []
     if req.include_base or not infos:
         targets.append(Target(label, base.identity, req.backend, req.sampling,
-                              served_name=None if hf else label, model_path=base.location))
+                              served_name=None if hf else label, model_path=base.location, dtype=dtype))
     for (alias, _), info in zip(req.adapters, infos):
         targets.append(Target(f"{label}+{alias}", base.identity, req.backend, req.sampling,
                               adapter_name=alias, adapter_hash=info.content_hash,
                               served_name=None if hf else served_name(alias, info),
-                              model_path=base.location, adapter_path=str(info.path)))
+                              model_path=base.location, adapter_path=str(info.path), dtype=dtype))
     return targets, base, infos
 
 
@@ -86,7 +95,8 @@ def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: Exit
         validate_adapter(path, base, rank)
     label = short_name(req.model)
     spec = ServerSpec(model=base.location, served_name=label, enable_lora=bool(infos),
-                      max_lora_rank=rank, max_loras=slots, max_model_len=req.max_model_len)
+                      max_lora_rank=rank, max_loras=slots, max_model_len=req.max_model_len,
+                      dtype=targets[0].dtype or "auto", cpu_bind=req.cpu_bind)
     server = stack.enter_context(VLLMServer(spec, base_identity=base.identity))
     registry = AdapterRegistry(server.api_base, base, label, rank)
     preflight = {}
@@ -100,7 +110,8 @@ def _bench_spec(spec: str) -> str:
     return spec if spec == "builtin" else str(Path(spec).expanduser().resolve())
 
 
-def run_generation(req: GenerateRequest, progress: Progress | None = None) -> dict:
+def run_generation(req: GenerateRequest, progress: Progress | None = None,
+                   reconnect: Reconnect | None = None) -> dict:
     bench = load_bench(req.bench)
     conditions = condition_names(req.conditions)
     folder = run_dir(req.run)
@@ -123,8 +134,11 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None) -> di
                 targets, engine = _serve(req, base, infos, targets, stack)
                 cells = plan(bench, req.split, conditions, targets)
             stats = asyncio.run(generate_vllm(cells, store, folder.name, concurrency=req.concurrency,
-                                              progress=progress))
+                                              progress=progress, label=req.label or short_name(req.model),
+                                              progress_every_s=req.progress_every_s, reconnect=reconnect))
         table = store.write_table()
+        # A cell generated twice (its first episode was recorded, then it was sent again).
+        regenerated = len(store.rows()) - len(table)
         planned = {c.id for c in cells}
         present = set(table.get_column("cell_id").to_list()) if len(table) else set()
         manifest = store.update_manifest(
@@ -137,4 +151,4 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None) -> di
             **({"engine": engine} if engine else {}),
         )
     return {"run_dir": str(folder), "stats": stats.as_dict(), "cells": len(cells),
-            "missing": len(manifest["missing_cells"]), "rows": len(table)}
+            "missing": len(manifest["missing_cells"]), "rows": len(table), "regenerated": regenerated}

@@ -1,14 +1,14 @@
 """Refusing comparisons across generation paths: the study's costliest mistake.
 
 Two sets of episodes may be paired (baseline vs curated, pre- vs post-SFT) only when they
-were generated on the same path: backend, sampling parameters and max tokens.
+were generated on the same path: backend, engine dtype, sampling parameters and max tokens.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-PATH_COLUMNS = ("backend", "temperature", "max_tokens", "repetition_penalty")
+PATH_COLUMNS = ("backend", "dtype", "temperature", "max_tokens", "repetition_penalty")
 
 
 class PathMismatch(ValueError):

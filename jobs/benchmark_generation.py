@@ -25,10 +25,19 @@ from harness.generation_job import GenerateRequest, run_generation
 OUT = Path("results/benchmarks/generation.json")
 
 
-def _path_figures(summary: dict, wall_total: float) -> dict:
+def machine_facts() -> dict:
+    """What every CPU figure depends on: the CPU model and its vector / bf16 flags."""
+    from serve.hardware import cpu_info
+
+    return {"cpus": os.cpu_count(), "cpu": cpu_info().describe(), "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def _path_figures(summary: dict, wall_total: float, dtype: str | None) -> dict:
     stats = summary["stats"]
     wall = stats["wall_s"]
     return {
+        "dtype": dtype,
         "episodes": stats["done"],
         "output_tokens": stats["completion_tokens"],
         "generation_wall_s": round(wall, 2),
@@ -54,11 +63,11 @@ def main() -> None:
         for backend in ("vllm", "hf"):
             request = GenerateRequest(run=f"{tmp}/{backend}", model=args.model, bench=args.bench,
                                       split=args.split, backend=backend, sampling=sampling,
-                                      concurrency=args.concurrency)
+                                      concurrency=args.concurrency, progress_every_s=0)
             started = time.perf_counter()
             summary = run_generation(request)
-            figures[backend] = _path_figures(summary, time.perf_counter() - started)
             frames[backend] = pl.read_parquet(f"{tmp}/{backend}/episodes.parquet")
+            figures[backend] = _path_figures(summary, time.perf_counter() - started, frames[backend]["dtype"][0])
             print(f"{backend}: {figures[backend]}", flush=True)
     joined = frames["vllm"].join(frames["hf"], on=["task_uid", "condition"], suffix="_hf")
     identical = int((joined["response"] == joined["response_hf"]).sum())
@@ -74,13 +83,13 @@ def main() -> None:
         "split": args.split,
         "sampling": sampling.as_dict(),
         "concurrency": args.concurrency,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
-                    "python": platform.python_version()},
+        "machine": machine_facts(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"ratio (vLLM / HF output tokens per second): {result['ratio']}x over {result['cells']} cells; "
+    print(f"ratio (vLLM {figures['vllm']['dtype']} / HF {figures['hf']['dtype']} output tokens per second): "
+          f"{result['ratio']}x over {result['cells']} cells on {result['machine']['cpu']['model']}; "
           f"identical responses {identical}/{len(joined)}; wrote {args.out}")
 
 

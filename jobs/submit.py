@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,16 +40,96 @@ def use_token_auth() -> None:
     subprocess.run([_ray_cli(), "get-auth-token", "--generate"], check=True, capture_output=True, text=True)
 
 
-def start_local_head(num_cpus: int | None = None, extra: list[str] | None = None) -> None:
-    """A Ray head bound to 127.0.0.1, dashboard included (the job API lives there)."""
-    use_token_auth()
-    subprocess.run([_ray_cli(), "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-                    f"--num-cpus={num_cpus or os.cpu_count() or 1}", "--disable-usage-stats", *(extra or [])],
-                   check=True, capture_output=True, text=True)
+class LocalHead:
+    """A Ray head of our own: its own temporary directory and ports, bound to 127.0.0.1, and
+    stopped by the process group we started (``ray start --block``), never ``ray stop``, which
+    would stop every Ray instance on the machine."""
 
+    def __init__(self, num_cpus: int | None = None, extra: list[str] | None = None):
+        from serve.server import free_port
 
-def stop_local_head() -> None:
-    subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, text=True)
+        self.num_cpus = num_cpus or os.cpu_count() or 1
+        self.extra = list(extra or [])
+        # Short: Ray's Unix sockets live under it and socket paths are limited to 107 bytes.
+        self.temp_dir = tempfile.mkdtemp(prefix="ssray-", dir="/tmp")
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.gcs_address = f"127.0.0.1:{self.gcs_port}"
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 120.0) -> LocalHead:
+        from serve.server import free_port
+
+        use_token_auth()
+        ports = {"--node-manager-port": free_port(), "--object-manager-port": free_port(),
+                 "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
+                 "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
+                 "--runtime-env-agent-port": free_port()}
+        low = free_port()
+        cmd = [_ray_cli(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+               "--dashboard-host=127.0.0.1", f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
+               f"--temp-dir={self.temp_dir}", f"--num-cpus={self.num_cpus}", "--disable-usage-stats",
+               f"--min-worker-port={low}", f"--max-worker-port={low + 200}",
+               *(f"{k}={v}" for k, v in ports.items()), *self.extra]
+        self._log = open(Path(self.temp_dir) / "ray-start.log", "wb")
+        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while not _reachable(self.address):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                tail = (Path(self.temp_dir) / "ray-start.log").read_text(errors="replace")[-2000:]
+                self.stop()
+                raise RuntimeError(f"the Ray head did not start:\n{tail}")
+            time.sleep(0.5)
+        return self
+
+    def processes(self) -> list[int]:
+        """Live processes of this head: the ``ray start`` group, and anything naming its temp dir."""
+        import psutil
+
+        found = []
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                mine = self._proc and os.getpgid(p.pid) == self._proc.pid
+                if mine or self.temp_dir in " ".join(p.info["cmdline"] or []):
+                    if p.status() != psutil.STATUS_ZOMBIE:
+                        found.append(p.pid)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return found
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        import psutil
+
+        if self._proc is None:
+            return
+        proc, self._proc = self._proc, None
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops what it started
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        self._proc = proc  # so processes() still matches the group
+        left = [psutil.Process(pid) for pid in self.processes() if psutil.pid_exists(pid)]
+        self._proc = None
+        for p in left:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(left, timeout=10)
+        proc.poll()
+        self._log.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalHead:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def submit_sweep(config: Path, *, run_name: str | None, resume: bool, out: Path, address: str | None,
@@ -56,14 +138,14 @@ def submit_sweep(config: Path, *, run_name: str | None, resume: bool, out: Path,
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     address = address or DASHBOARD
-    started_here = False
+    head = None
     if not _reachable(address):
         if address != DASHBOARD:
             echo(f"no Ray cluster answers at {address}")
             return 2
         echo("starting a local Ray head on 127.0.0.1 …")
-        start_local_head()
-        started_here = True
+        head = LocalHead().start()
+        address = head.address
     try:
         args = [sys.executable, "-m", "jobs.sweep", str(config.resolve()), "--out", str(out.resolve())]
         args += ["--run", run_name] if run_name else []
@@ -90,5 +172,5 @@ def submit_sweep(config: Path, *, run_name: str | None, resume: bool, out: Path,
         echo(f"job {job}: {status.value}")
         return 0 if status == JobStatus.SUCCEEDED else 1
     finally:
-        if started_here:
-            stop_local_head()
+        if head is not None:
+            head.stop()

@@ -1,21 +1,27 @@
-"""The sweep as a Ray job: ``ray job submit --working-dir . -- python -m jobs.sweep CONFIG``.
+"""The sweep as a Ray job: ``ray job submit --working-dir . -- python -m jobs.sweep CONFIG --out /abs``.
 
-One vLLM server actor per base model holds that base's adapters; trainers run as Ray tasks
-(``num_gpus`` from the config, 0 on CPU); generation drivers and judge fan-outs run as Ray
-tasks against the servers. Pre-SFT cells are generated while adapters train; a finished
-adapter is registered with its base's server and its cells start at once; each finished
-generation is judged as soon as it lands. Every step is idempotent by cell / verdict /
-training id, so ``--resume`` after a crash redoes nothing that finished.
+One structure: an async pipeline per target (train → register → generate → judge), each step
+awaiting Ray object refs, so the driver never blocks on one of them. All servers start at
+once, trainings are submitted before anything waits, pre-SFT cells generate while adapters
+train, and an adapter's cells start as soon as it is registered. The decisions between steps
+(retry, missing, re-judge) are the pure functions of :mod:`jobs.decisions`.
+
+Every process declares what it uses (:mod:`jobs.resources`): servers their GPUs or bound
+cores, trainers theirs, drivers and judge fan-outs a twentieth of a CPU. A server actor
+records the adapters registered on it and loads them again when Ray restarts it; generation
+drivers watch their engine and re-queue in-flight cells only when it is dead or stalled.
 
 Outputs, under ``OUT/<run>/``: ``runs/<target>/`` (one generation run per target, with its
 verdicts), the merged ``episodes.parquet`` / ``verdicts.parquet``, ``manifest.json``,
-``stats.json``, ``report.md``, ``report.html`` and plots, and ``run.json`` (timings per stage,
-resources, what is missing and why).
+``stats.json``, ``report.md``, ``report.html`` and plots, and ``run.json``: stage timings,
+resources, counts (timed-out, re-queued, regenerated cells, judge give-ups), what is missing
+and why, for this attempt and every earlier one.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -25,6 +31,10 @@ from pathlib import Path
 
 import ray
 
+from jobs.decisions import (COUNTERS, MAX_GENERATION_ATTEMPTS, add_generation_counts, after_generation,
+                            after_judging, target_complete, with_history)
+from jobs.resources import DRIVER_CPUS, Declaration, ResourceModel, resource_model
+
 NAMESPACE = "skillsweep"
 
 
@@ -32,78 +42,130 @@ def log(message: str) -> None:
     print(f"[sweep {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+async def aget(ref):
+    """Await a Ray object ref from any asyncio loop (the driver's or a task's)."""
+    return await asyncio.wrap_future(ref.future())
+
+
 # ------------------------------------------------------------------ Ray workers
 
-@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=0)
+@ray.remote(max_restarts=3, max_task_retries=0)
 class ServerActor:
-    """A vLLM server for one base model (or one fully fine-tuned checkpoint)."""
+    """A vLLM server for one base model (or one fully fine-tuned checkpoint).
+
+    The adapters registered on it are listed in ``adapters_file``; a restarted actor (Ray runs
+    ``__init__`` again) loads them all before it answers, so no caller has to remember them."""
 
     def __init__(self, model_ref: str, served_name: str, max_model_len: int, kv_cache_gib: int,
-                 max_lora_rank: int, max_loras: int):
+                 max_lora_rank: int, max_loras: int, cpu_bind: str | None, adapters_file: str):
         from harness.models import resolve
         from serve.server import COMPACT_JSON_ARGS, ServerSpec, VLLMServer
 
         self.base = resolve(model_ref)
         self.served_name = served_name
+        self.adapters_file = Path(adapters_file)
         self.spec = ServerSpec(model=self.base.location, served_name=served_name, enable_lora=True,
                                max_lora_rank=max_lora_rank, max_loras=max_loras, max_model_len=max_model_len,
-                               kv_cache_gib=kv_cache_gib, extra_args=COMPACT_JSON_ARGS)
+                               kv_cache_gib=kv_cache_gib, cpu_bind=cpu_bind, extra_args=COMPACT_JSON_ARGS)
         self.server = VLLMServer(self.spec, base_identity=self.base.identity).start()
+        self.served: dict[str, str] = {}
+        for alias, path in self._registered().items():
+            self._load(alias, path)
 
-    def info(self) -> dict:
-        return {"url": self.server.base_url, "api_base": self.server.api_base, "served_name": self.served_name,
-                "actor_pid": os.getpid(), "engine": self.spec.engine_args(), "base_identity": self.base.identity}
+    def _registered(self) -> dict[str, str]:
+        try:
+            return json.loads(self.adapters_file.read_text())
+        except (OSError, ValueError):
+            return {}
 
-    def load_adapter(self, alias: str, path: str) -> dict:
+    def _load(self, alias: str, path: str) -> dict:
         from serve.registry import AdapterRegistry
 
         registry = AdapterRegistry(self.server.api_base, self.base, self.served_name, self.spec.max_lora_rank)
         loaded, report = registry.load(alias, path)
+        self.served[alias] = loaded.served_name
         return {"served_name": loaded.served_name, "preflight_differing": report.differing,
                 "preflight_probes": report.probes}
+
+    def info(self) -> dict:
+        return {"url": self.server.base_url, "api_base": self.server.api_base, "served_name": self.served_name,
+                "actor_pid": os.getpid(), "engine": self.spec.engine_args(), "base_identity": self.base.identity,
+                "adapters": dict(self.served)}
+
+    def load_adapter(self, alias: str, path: str) -> dict:
+        result = self._load(alias, path)
+        registered = {**self._registered(), alias: path}
+        tmp = self.adapters_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(registered, indent=2))
+        os.replace(tmp, self.adapters_file)
+        return result
 
     def stop(self) -> None:
         self.server.stop()
 
 
-@ray.remote(num_cpus=0)
-def train_task(recipe_path: str, seed: int, out: str, model: str, corpus: str | None) -> dict:
+def _bind_cores(cores: list[int]) -> None:
+    """CPU nodes: keep this process (and torch's threads) on its own cores."""
+    if not cores:
+        return
+    import torch
+
+    os.sched_setaffinity(0, cores)
+    torch.set_num_threads(len(cores))
+
+
+@ray.remote
+def train_task(recipe_path: str, seed: int, out: str, model: str, corpus, cores: list[int]) -> dict:
     from train.recipe import load_recipe
     from train.trainer import train_one
 
+    _bind_cores(cores)
+    corpus_path = corpus.get("corpus") if isinstance(corpus, dict) else corpus
     meta_file = Path(out) / "training_meta.json"
     recipe = load_recipe(recipe_path)
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
         if meta.get("recipe") == recipe.model_dump() and meta.get("seed") == seed:
             return {**meta, "skipped": True}
-    return {**train_one(recipe, seed, Path(out), model=model, corpus=corpus), "skipped": False}
+    return {**train_one(recipe, seed, Path(out), model=model, corpus=corpus_path), "skipped": False}
 
 
-@ray.remote(num_cpus=0)
-def generate_task(request: dict) -> dict:
+@ray.remote
+def generate_task(request: dict, server=None) -> dict:
+    """One target's cells. With ``server`` (its actor), a lost engine is waited for: Ray restarts
+    the actor, which re-registers its adapters, and the cells still outstanding go to it."""
     from harness.client import Sampling
     from harness.generation_job import GenerateRequest, run_generation
 
     request = dict(request, sampling=Sampling(**request["sampling"]))
-    return run_generation(GenerateRequest(**request))
+    first_pid = None
+    if server is not None:
+        first_pid = ray.get(server.info.remote())["actor_pid"]
+
+    async def reconnect(url: str, health) -> tuple[str, bool] | None:
+        for _ in range(60):  # a restart is a new server start: allow some minutes
+            try:
+                info = await aget(server.info.remote())
+            except ray.exceptions.RayActorError:
+                await asyncio.sleep(5)
+                continue
+            return info["api_base"], info["actor_pid"] != first_pid
+        return None
+
+    return run_generation(GenerateRequest(**request), reconnect=reconnect if server is not None else None)
 
 
-@ray.remote(num_cpus=0)
-def judge_task(run: str, judges: list[dict], bench: str) -> list[dict]:
-    """Every judge over one target's run, in turn: they share its verdict table."""
+@ray.remote
+def judge_task(run: str, judge: dict, bench: str, only_unscored: bool) -> dict:
     from harness.judging.job import JudgeRequest, run_judging
 
-    out = []
-    for j in judges:
-        try:
-            out.append(run_judging(JudgeRequest(run=run, bench=bench, **j)))
-        except Exception as exc:  # one judge failing leaves the others' verdicts standing
-            out.append({"label": j["label"], "error": _short(exc)})
-    return out
+    try:
+        return run_judging(JudgeRequest(run=run, bench=bench, only_unscored=only_unscored, **judge))
+    except Exception as exc:  # one judge failing leaves the others' verdicts standing
+        return {"label": judge["label"], "error": _short(exc)}
 
 
-@ray.remote(num_cpus=0)
+@ray.remote
 def corpus_task(teacher: str, teacher_url: str | None, out: str, bench: str, judge: str | None,
                 judge_api_base: str | None, mode: str, max_tokens: int) -> dict:
     from harness.client import Sampling
@@ -125,22 +187,25 @@ class Sweep:
         self.run = run or self.config.name
         self.folder = (out_root / self.run).resolve()
         if self.folder.exists() and any(self.folder.iterdir()) and not resume:
-            raise SystemExit(f"{self.folder} exists: pass --resume to continue it, or --run NAME for a new run")
+            raise SweepRefused(f"{self.folder} exists: pass --resume to continue it, or --run NAME for a new run")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.bench = self.config.bench if self.config.bench == "builtin" else str(Path(self.config.bench).resolve())
+        self.models = {m.label: m for m in self.config.models}
         self.servers: dict[str, ray.actor.ActorHandle] = {}
-        self.loaded: dict[str, dict[str, str]] = {}  # server key -> alias -> adapter path (re-registered on restart)
-        self.stage = {name: {"wall_s": 0.0} for name in ("corpus", "training", "generation", "judging", "report")}
+        self.resources: ResourceModel | None = None
+        self.stage: dict[str, dict] = {name: {"wall_s": 0.0} for name in
+                                       ("corpus", "training", "generation", "judging", "report")}
+        self.counts = dict.fromkeys(COUNTERS, 0)
         self.missing: list[dict] = []
         self.failures: list[dict] = []
         self.started = time.time()
+        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
 
     # -- helpers
     def sub_run(self, label: str) -> Path:
         return self.folder / "runs" / label
 
     def _complete(self, label: str) -> bool:
-        """Generated and judged by every judge: nothing to do for this target on resume."""
         import polars as pl
 
         sub = self.sub_run(label)
@@ -150,12 +215,11 @@ class Sweep:
             verdicts = pl.read_parquet(sub / "verdicts.parquet")
         except Exception:  # anything missing or unreadable: not complete, do the work
             return False
-        expected = self.plan.tasks * len(self.config.conditions)
-        if manifest.get("missing_cells") or len(episodes) != expected:
-            return False
         counts = verdicts.group_by("judge_label").len()
-        have = dict(zip(counts["judge_label"], counts["len"]))
-        return all(have.get(j.label) == expected for j in self.config.judges)
+        return target_complete(missing_cells=manifest.get("missing_cells"), episodes=len(episodes),
+                               verdicts_per_judge=dict(zip(counts["judge_label"], counts["len"])),
+                               expected=self.plan.tasks * len(self.config.conditions),
+                               judges=[j.label for j in self.config.judges])
 
     def _lora_limits(self, model_label: str) -> tuple[int, int]:
         from serve.adapters import VLLM_LORA_RANKS
@@ -166,196 +230,213 @@ class Sweep:
         rank = next(r for r in VLLM_LORA_RANKS if r >= max(ranks))
         return rank, max(1, len(recipes))
 
-    def server(self, key: str, model_ref: str, max_model_len: int) -> ray.actor.ActorHandle:
+    def _server_keys(self, pending) -> list[tuple[str, str, int]]:
+        """(key, model reference, max_model_len) of every server the pending targets need."""
+        keys: dict[str, tuple[str, str, int]] = {}
+        for target in pending:
+            model = self.models[target.model_label]
+            if model.base:
+                keys.setdefault(model.label, (model.label, model.base, model.max_model_len))
+        for judge in self.config.judges:
+            if judge.serve:
+                key, ref, length = self._judge_server(judge)
+                keys.setdefault(key, (key, ref, length))
+        return list(keys.values())
+
+    def _judge_server(self, judge) -> tuple[str, str, int]:
+        model = next((m for m in self.config.models if m.base == judge.serve), None)
+        return (model.label, judge.serve, model.max_model_len) if model else (f"judge-{judge.label}", judge.serve, 4096)
+
+    def start_server(self, key: str, model_ref: str, max_model_len: int) -> ray.actor.ActorHandle:
         if key not in self.servers:
+            index = len(self.servers)
+            declared = self.resources.server(index)
             rank, slots = self._lora_limits(key)
-            gpus = self.config.resources.serve_gpus if _has_gpu() else 0
+            adapters_file = self.folder / "servers" / f"{key}.adapters.json"
+            adapters_file.parent.mkdir(parents=True, exist_ok=True)
             self.servers[key] = ServerActor.options(
-                name=f"server:{self.run}:{key}", namespace=NAMESPACE, num_gpus=gpus,
-            ).remote(model_ref, key, max_model_len, self.config.resources.kv_cache_gib, rank, slots)
-            self.loaded[key] = {}
+                name=f"server:{self.run}:{key}", namespace=NAMESPACE, **declared.options(),
+            ).remote(model_ref, key, max_model_len, self.config.resources.kv_cache_gib, rank, slots,
+                     self.resources.cpu_bind(index), str(adapters_file))
+            log(f"server {key}: starting ({declared.describe()})")
         return self.servers[key]
 
-    def server_info(self, key: str) -> dict:
-        """The server's address, re-registering its adapters if the actor was restarted."""
-        info = ray.get(self.servers[key].info.remote())
-        known = self.loaded[key]
-        if known and info["actor_pid"] != known.get("__pid__"):
-            for alias, path in list(known.items()):
-                if alias != "__pid__":
-                    ray.get(self.servers[key].load_adapter.remote(alias, path))
-                    log(f"re-registered adapter {alias} on restarted server {key}")
-        known["__pid__"] = info["actor_pid"]
-        return info
+    async def server_info(self, key: str) -> dict:
+        return await aget(self.servers[key].info.remote())
 
-    def _judge_endpoint(self, judge) -> tuple[str | None, str | None]:
+    async def judge_endpoint(self, judge) -> tuple[str | None, str | None]:
         if judge.serve:
-            model = next((m for m in self.config.models if m.base == judge.serve), None)
-            key = model.label if model else f"judge-{judge.label}"
-            self.server(key, judge.serve, model.max_model_len if model else 4096)
-            info = self.server_info(key)
+            info = await self.server_info(self._judge_server(judge)[0])
             return f"hosted_vllm/{info['served_name']}", info["api_base"]
         return judge.model, judge.api_base
 
-    # -- stages
-    def build_corpus(self) -> str | None:
-        spec = self.config.corpus
-        if spec is None:
-            return None
-        path = Path(spec.path) if Path(spec.path).is_absolute() else self.folder / spec.path
-        if path.is_file():
-            return str(path)
-        started = time.time()
-        teacher_model = next((m for m in self.config.models if m.label == spec.teacher and m.base), None)
-        teacher_url, teacher = None, spec.teacher
-        if teacher_model:
-            info = self.server_info_for_model(teacher_model)
-            teacher_url, teacher = info["url"], info["served_name"]
-        judge = next((j for j in self.config.judges if j.label == spec.judge), None)
-        judge_model, judge_api = self._judge_endpoint(judge) if judge else (None, None)
-        log(f"corpus: tracing the train split with teacher {spec.teacher}")
-        summary = ray.get(corpus_task.remote(teacher, teacher_url, str(path), self.bench, judge_model, judge_api,
-                                             judge.mode if judge else "deterministic", spec.max_tokens))
-        log(f"corpus: kept {summary['rows']} of {summary['traces']} traces → {path}")
-        self.stage["corpus"] = {"wall_s": round(time.time() - started, 2), **summary}
-        return str(path)
-
-    def server_info_for_model(self, model) -> dict:
-        self.server(model.label, model.base, model.max_model_len)
-        return self.server_info(model.label)
-
-    def generation_request(self, target, info: dict | None, served: str) -> dict:
+    def generation_request(self, target, served: str, api_base: str | None) -> dict:
         g = target.generation
         request = {"run": str(self.sub_run(target.label)), "model": served, "bench": self.bench,
                    "split": self.config.split, "conditions": list(self.config.conditions),
                    "sampling": {"max_tokens": g.max_tokens, "repetition_penalty": g.repetition_penalty},
-                   "concurrency": g.concurrency}
-        if info is None:
-            return {**request, "backend": "api", "label": target.label}
-        return {**request, "url": info["url"]}
+                   "concurrency": g.concurrency, "label": target.label}
+        return {**request, "backend": "api"} if api_base is None else {**request, "url": api_base}
 
-    def execute(self) -> dict:
-        pending_targets = [t for t in self.plan.targets if not self._complete(t.label)]
+    def _driver(self):
+        return {"num_cpus": DRIVER_CPUS}
+
+    # -- stages
+    async def build_corpus(self):
+        """The corpus task's ref (trainings depend on it), or the existing corpus path."""
+        spec = self.config.corpus
+        path = Path(spec.path) if Path(spec.path).is_absolute() else self.folder / spec.path
+        if path.is_file():
+            return str(path)
+        teacher_url, teacher = None, spec.teacher
+        if spec.teacher in self.servers:
+            info = await self.server_info(spec.teacher)
+            teacher_url, teacher = info["url"], info["served_name"]
+        judge = next((j for j in self.config.judges if j.label == spec.judge), None)
+        judge_model, judge_api = await self.judge_endpoint(judge) if judge else (None, None)
+        log(f"corpus: tracing the train split with teacher {spec.teacher}")
+        return corpus_task.options(**self._driver()).remote(
+            teacher, teacher_url, str(path), self.bench, judge_model, judge_api,
+            judge.mode if judge else "deterministic", spec.max_tokens)
+
+    async def run_corpus(self, ref) -> None:
+        started = time.time()
+        summary = await aget(ref)
+        log(f"corpus: kept {summary['rows']} of {summary['traces']} traces → {summary['corpus']}")
+        self.stage["corpus"] = {"wall_s": round(time.time() - started, 2), **summary}
+
+    def submit_training(self, target, corpus) -> ray.ObjectRef:
+        t = target.training
+        out = self.folder / "adapters" / f"{t.recipe_name}-s{t.seed}"
+        declared: Declaration = self.resources.trainer
+        return train_task.options(**declared.options()).remote(
+            t.recipe_path, t.seed, str(out), t.base, corpus, list(declared.cores))
+
+    async def pipeline(self, target, training_ref) -> None:
+        """train → register → generate → judge, for one target."""
+        model = self.models[target.model_label]
+        server_key = model.label if model.base else None
+        if target.kind == "adapter":
+            started = time.time()
+            try:
+                meta = await aget(training_ref)
+            except Exception as exc:  # a failed training fails its own cells only
+                reason = f"training failed: {_short(exc)}"
+                self.failures.append({"target": target.label, "stage": "training", "reason": reason})
+                self.missing.append({"target": target.label, "stage": "training",
+                                     "cells": self.plan.tasks * len(self.config.conditions), "reason": reason})
+                log(f"{target.label}: {reason}")
+                return
+            key = "trained" if not meta.get("skipped") else "skipped"
+            self.stage["training"][key] = self.stage["training"].get(key, 0) + 1
+            self.stage["training"]["wall_s"] = max(self.stage["training"]["wall_s"], round(time.time() - started, 2))
+            path = str(self.folder / "adapters" / f"{target.training.recipe_name}-s{target.training.seed}")
+            alias = f"{target.training.recipe_name}@s{target.training.seed}"
+            if meta["method"] == "partial":  # a full checkpoint is its own server
+                server_key = target.label
+                self.start_server(server_key, path, model.max_model_len)
+                served = (await self.server_info(server_key))["served_name"]
+            else:
+                await self.server_info(server_key)
+                loaded = await aget(self.servers[server_key].load_adapter.remote(alias, path))
+                served = loaded["served_name"]
+                curve = meta.get("loss_curve") or [float("nan")]
+                log(f"{target.label}: trained (loss {curve[0]:.3f} → {curve[-1]:.3f}), registered as {served}")
+        elif target.kind == "base":
+            served = (await self.server_info(server_key))["served_name"]
+        else:
+            served, server_key = model.api, None
+        if not await self.generate(target, served, server_key):
+            return
+        await self.judge(target)
+
+    async def generate(self, target, served: str, server_key: str | None) -> bool:
+        started = time.time()
+        handle = self.servers.get(server_key) if server_key else None
+        for attempt in range(1, MAX_GENERATION_ATTEMPTS + 1):
+            api_base = (await self.server_info(server_key))["api_base"] if server_key else None
+            request = self.generation_request(target, served, api_base)
+            summary, error = None, None
+            try:
+                summary = await aget(generate_task.options(**self._driver()).remote(request, handle))
+            except Exception as exc:
+                error = _short(exc)
+            add_generation_counts(self.counts, summary)
+            decision = after_generation(summary, error, attempt)
+            log(f"{target.label}: {decision.message}")
+            if decision.action == "retry":
+                continue
+            if decision.action == "missing":
+                self.missing.append({"target": target.label, "stage": "generation", "cells": decision.missing,
+                                     "reason": decision.message})
+            break
+        self.stage["generation"]["wall_s"] = max(self.stage["generation"]["wall_s"], round(time.time() - started, 2))
+        return summary is not None and bool(summary.get("rows"))
+
+    async def judge(self, target) -> None:
+        started = time.time()
+        for judge in self.config.judges:
+            model, api_base = await self.judge_endpoint(judge)
+            request = {"label": judge.label, "mode": judge.mode, "judge_model": model, "api_base": api_base,
+                       "concurrency": judge.concurrency}
+            for attempt in range(1, 3):
+                summary = await aget(judge_task.options(**self._driver()).remote(
+                    str(self.sub_run(target.label)), request, self.bench, attempt > 1))
+                decision = after_judging(summary, attempt)
+                if "stats" in summary:
+                    s = summary["stats"]
+                    self.counts["judge_give_ups"] += int(s.get("give_ups") or 0)
+                    self.stage["judging"]["verdicts"] = self.stage["judging"].get("verdicts", 0) + s["judged"]
+                    log(f"{target.label}: judged by {judge.label} ({s['passed']} pass, {s['failed']} fail, "
+                        f"{s['unscored']} unscored, {s['calls']} calls)")
+                if decision.action == "retry":
+                    log(f"{target.label}: {decision.message}")
+                    continue
+                if decision.action == "missing":
+                    self.failures.append({"target": target.label, "stage": "judging", "judge": judge.label,
+                                          "reason": decision.message})
+                    log(f"{target.label}: {decision.message}")
+                break
+        self.stage["judging"]["wall_s"] = max(self.stage["judging"]["wall_s"], round(time.time() - started, 2))
+
+    async def execute(self) -> dict:
+        pending = [t for t in self.plan.targets if not self._complete(t.label)]
         log(f"plan: {len(self.plan.targets)} targets, {self.plan.cells} cells, {len(self.plan.trainings)} trainings; "
-            f"{len(self.plan.targets) - len(pending_targets)} targets already complete")
-        if not pending_targets:
+            f"{len(self.plan.targets) - len(pending)} targets already complete")
+        if not pending:
             self.merge_and_report()
             return self.finish()
-        models = {m.label: m for m in self.config.models}
-        needs_corpus = any(t.training for t in pending_targets)
-        corpus = self.build_corpus() if needs_corpus else None
-
-        generation: dict = {}  # object ref -> target
-        judging: dict = {}
+        keys = self._server_keys(pending)
+        self.resources = _resources(len(keys), self.config.resources)
+        trainings = [t for t in pending if t.kind == "adapter"]
+        needs_corpus = bool(trainings) and self.config.corpus is not None
+        corpus_path = None
+        if needs_corpus:
+            spec = self.config.corpus
+            path = Path(spec.path) if Path(spec.path).is_absolute() else self.folder / spec.path
+            corpus_path = str(path) if path.is_file() else None
+        # Trainings first where their input exists: they hold the longest path.
+        refs = {}
+        if not needs_corpus or corpus_path:
+            refs = {t.label: self.submit_training(t, corpus_path) for t in trainings}
+        for key, ref, length in keys:  # all servers start at once (Ray constructs actors concurrently)
+            self.start_server(key, ref, length)
+        pipelines = []
+        if needs_corpus and not corpus_path:
+            corpus_ref = await self.build_corpus()
+            refs = {t.label: self.submit_training(t, corpus_ref) for t in trainings}
+            pipelines.append(self.run_corpus(corpus_ref))
+        pipelines += [self.pipeline(t, refs.get(t.label)) for t in pending]
         gen_started = time.time()
-        # Pre-SFT and API targets start now, while adapters train.
-        for target in pending_targets:
-            if target.kind == "api":
-                generation[generate_task.remote(self.generation_request(target, None, models[target.model_label].api))] = target
-            elif target.kind == "base":
-                info = self.server_info_for_model(models[target.model_label])
-                generation[generate_task.remote(self.generation_request(target, info, info["served_name"]))] = target
-        training: dict = {}
-        train_started = time.time()
-        for target in pending_targets:
-            if target.kind != "adapter":
-                continue
-            t = target.training
-            out = self.folder / "adapters" / f"{t.recipe_name}-s{t.seed}"
-            gpus = self.config.resources.train_gpus if _has_gpu() else 0
-            training[train_task.options(num_gpus=gpus).remote(t.recipe_path, t.seed, str(out), t.base, corpus)] = target
-        trained = skipped = 0
-        attempts: dict[str, int] = {}
-        while training or generation or judging:
-            ready, _ = ray.wait(list(training) + list(generation) + list(judging), num_returns=1)
-            ref = ready[0]
-            if ref in training:
-                target = training.pop(ref)
-                try:
-                    meta = ray.get(ref)
-                except Exception as exc:  # a failed training fails its own cells only
-                    reason = f"training failed: {_short(exc)}"
-                    self.failures.append({"target": target.label, "stage": "training", "reason": reason})
-                    log(f"{target.label}: {reason}")
-                    continue
-                trained += not meta.get("skipped")
-                skipped += bool(meta.get("skipped"))
-                if not training:
-                    self.stage["training"] = {"wall_s": round(time.time() - train_started, 2), "trained": trained,
-                                              "skipped": skipped, "failed": len([f for f in self.failures
-                                                                                  if f["stage"] == "training"])}
-                path = str(self.folder / "adapters" / f"{target.training.recipe_name}-s{target.training.seed}")
-                alias = f"{target.training.recipe_name}@s{target.training.seed}"
-                key = target.model_label
-                if meta["method"] == "partial":  # a full checkpoint is its own server
-                    key = target.label
-                    self.server(key, path, models[target.model_label].max_model_len)
-                    info = self.server_info(key)
-                    served = info["served_name"]
-                else:
-                    info = self.server_info_for_model(models[key])
-                    loaded = ray.get(self.servers[key].load_adapter.remote(alias, path))
-                    self.loaded[key][alias] = path
-                    served = loaded["served_name"]
-                    log(f"{target.label}: trained (loss {meta['loss_curve'][0]:.3f} → {meta['loss_curve'][-1]:.3f}), "
-                        f"registered as {served}")
-                generation[generate_task.remote(self.generation_request(target, info, served))] = target
-            elif ref in generation:
-                target = generation.pop(ref)
-                try:
-                    summary = ray.get(ref)
-                except Exception as exc:
-                    summary = {"missing": -1, "error": _short(exc)}
-                attempts[target.label] = attempts.get(target.label, 0) + 1
-                if summary.get("missing") and attempts[target.label] < 3:
-                    # A server that died mid-generation has been restarted by Ray: re-register and retry.
-                    log(f"{target.label}: {summary.get('missing')} cells missing ({summary.get('error', 'server errors')});"
-                        " retrying on the (restarted) server")
-                    generation[self._retry(target, models)] = target
-                    continue
-                log(f"{target.label}: generation done ({summary.get('rows', 0)} episodes, {summary.get('missing')} missing)")
-                if summary.get("missing"):
-                    self.missing.append({"target": target.label, "stage": "generation", "cells": summary.get("missing"),
-                                         "reason": summary.get("error") or "generation failed after retries"})
-                judges = []
-                for judge in self.config.judges:
-                    model, api_base = self._judge_endpoint(judge)
-                    judges.append({"label": judge.label, "mode": judge.mode, "judge_model": model,
-                                   "api_base": api_base, "concurrency": judge.concurrency})
-                judging[judge_task.remote(str(self.sub_run(target.label)), judges, self.bench)] = target
-                if not generation and not training:
-                    self.stage["generation"]["wall_s"] = round(time.time() - gen_started, 2)
-            else:
-                target = judging.pop(ref)
-                for summary in ray.get(ref):
-                    if "error" in summary:
-                        self.failures.append({"target": target.label, "stage": "judging", "judge": summary["label"],
-                                              "reason": summary["error"]})
-                        log(f"{target.label}: judge {summary['label']} failed: {summary['error']}")
-                        continue
-                    stats = summary["stats"]
-                    log(f"{target.label}: judged by {summary['label']} ({stats['passed']} pass, {stats['failed']} fail, "
-                        f"{stats['unscored']} unscored, {stats['calls']} calls)")
-                    self.stage["judging"]["verdicts"] = self.stage["judging"].get("verdicts", 0) + stats["judged"]
-        self.stage["judging"]["wall_s"] = round(time.time() - gen_started, 2)
-        for target in self.plan.targets:
-            failed = [f for f in self.failures if f.get("target") == target.label and f["stage"] == "training"]
-            if failed:
-                self.missing.append({"target": target.label, "stage": "training",
-                                     "cells": self.plan.tasks * len(self.config.conditions), "reason": failed[0]["reason"]})
+        results = await asyncio.gather(*pipelines, return_exceptions=True)
+        for target, result in zip([None] * (len(pipelines) - len(pending)) + pending, results):
+            if isinstance(result, BaseException):
+                label = target.label if target else "corpus"
+                self.failures.append({"target": label, "stage": "pipeline", "reason": _short(result)})
+                log(f"{label}: failed: {_short(result)}")
+        self.stage["pipelines_wall_s"] = round(time.time() - gen_started, 2)
         self.merge_and_report()
         return self.finish()
-
-    def _retry(self, target, models):
-        if target.kind == "api":
-            return generate_task.remote(self.generation_request(target, None, models[target.model_label].api))
-        key = target.label if target.label in self.servers else target.model_label
-        info = self.server_info(key)
-        served = info["served_name"]
-        if target.kind == "adapter" and key == target.model_label:
-            alias = f"{target.training.recipe_name}@s{target.training.seed}"
-            served = ray.get(self.servers[key].load_adapter.remote(alias, self.loaded[key][alias]))["served_name"]
-        return generate_task.remote(self.generation_request(target, info, served))
 
     def merge_and_report(self) -> None:
         import polars as pl
@@ -378,11 +459,12 @@ class Sweep:
             pl.concat(verdicts, how="diagonal_relaxed").write_parquet(self.folder / "verdicts.parquet")
         models = {}
         for target in self.plan.targets:
-            spec = next(m for m in self.config.models if m.label == target.model_label)
+            spec = self.models[target.model_label]
             models[target.label] = {"size": spec.size, "stage": "post" if target.kind == "adapter" else "pre",
                                     "base": spec.base or spec.api}
         update_manifest(self.folder, sweep=self.config.model_dump(), plan=self.plan.describe(), models=models,
-                        bench={"spec": self.bench})
+                        bench={"spec": self.bench},
+                        resources=self.resources.describe() if self.resources else None)
         if verdicts:
             stats = self.config.statistics
             try:
@@ -400,14 +482,37 @@ class Sweep:
             except Exception:
                 pass
             ray.kill(handle, no_restart=True)
-        summary = {
-            "run": self.run, "folder": str(self.folder), "total_wall_s": round(time.time() - self.started, 2),
-            "stages": self.stage, "planned_cells": self.plan.cells, "missing": self.missing, "failures": self.failures,
-            "resources": {"cluster": ray.cluster_resources(), "gpu": _has_gpu()},
+        attempt = {
+            "run": self.run, "folder": str(self.folder), "started_at": self.started_at,
+            "total_wall_s": round(time.time() - self.started, 2), "stages": self.stage, "counts": self.counts,
+            "planned_cells": self.plan.cells, "missing": self.missing, "failures": self.failures,
+            "resources": {"cluster": ray.cluster_resources(), "gpu": _has_gpu(),
+                          "declared": self.resources.describe() if self.resources else None},
         }
-        (self.folder / "run.json").write_text(json.dumps(summary, indent=2, default=str))
-        log(f"done in {summary['total_wall_s']} s; missing: {self.missing or 'nothing'}; run.json written")
+        file = self.folder / "run.json"
+        try:
+            previous = json.loads(file.read_text())
+        except (OSError, ValueError):
+            previous = None
+        summary = with_history(previous, attempt)
+        tmp = file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        os.replace(tmp, file)
+        log(f"done in {attempt['total_wall_s']} s; counts: {self.counts}; missing: {self.missing or 'nothing'}; "
+            f"run.json written (attempt {summary['attempt']})")
         return summary
+
+
+class SweepRefused(Exception):
+    """The sweep cannot start as asked; the message says what to do instead."""
+
+
+def _resources(servers: int, config) -> ResourceModel:
+    from serve.hardware import cpu_info
+
+    cluster = ray.cluster_resources()
+    return resource_model(node_cores=cpu_info().cores, gpus=cluster.get("GPU", 0), servers=servers,
+                          serve_gpus=config.serve_gpus, train_gpus=config.train_gpus)
 
 
 def _has_gpu() -> bool:
@@ -427,12 +532,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.environ.get("SKILLSWEEP_RESULTS", "results"),
                         help="results root; give an absolute path (shared storage on a cluster)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from harness.libenv import apply_env_defaults
+
+    apply_env_defaults()
     ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=NAMESPACE, log_to_driver=True)
     try:
-        summary = Sweep(args.config, Path(args.out), args.run, args.resume).execute()
-    except SystemExit:
-        raise
+        summary = asyncio.run(Sweep(args.config, Path(args.out), args.run, args.resume).execute())
+    except SweepRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except Exception:
         traceback.print_exc()
         return 1

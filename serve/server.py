@@ -20,8 +20,13 @@ from pathlib import Path
 import httpx
 
 from harness.paths import skillsweep_home
+from serve.engine_watch import EngineSample, fetch_metrics
+from serve.hardware import serving_dtype
 
 HOST = "127.0.0.1"
+# Every server started by skillsweep carries this variable; its value names the owner (a test
+# session, a sweep) so that leftovers of that owner can be found and reaped by it alone.
+OWNER_ENV = "SKILLSWEEP_OWNER"
 # For a server used as a judge: JSON-schema replies without free whitespace, which a weak
 # model would otherwise emit until max_tokens.
 COMPACT_JSON_ARGS = ("--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}')
@@ -53,10 +58,13 @@ class ServerSpec:
     max_loras: int = 1
     max_cpu_loras: int | None = None
     max_model_len: int | None = 4096
-    dtype: str = "auto"
+    # bf16 only where the hardware computes it natively (serve.hardware.serving_dtype).
+    dtype: str = field(default_factory=serving_dtype)
     seed: int = 0
     # CPU builds size their KV cache from VLLM_CPU_KVCACHE_SPACE (GiB); GPUs ignore it.
     kv_cache_gib: int = 1
+    # CPU builds: the cores its compute threads bind (VLLM_CPU_OMP_THREADS_BIND); None = vLLM's auto.
+    cpu_bind: str | None = None
     extra_args: tuple[str, ...] = ()
 
     def engine_args(self) -> dict:
@@ -64,6 +72,8 @@ class ServerSpec:
 
     def command(self, port: int) -> list[str]:
         cmd = [
+            # The supervisor takes vLLM's engine-core and worker processes down with the server.
+            sys.executable, "-m", "serve.supervise",
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", self.model,
             "--served-model-name", self.served_name,
@@ -92,6 +102,12 @@ def server_env(spec: ServerSpec) -> dict[str, str]:
         "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
         "PYTHONUNBUFFERED": "1",
     })
+    if spec.cpu_bind:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cpu_bind
+    env.setdefault(OWNER_ENV, f"pid-{os.getpid()}")
+    # serve.supervise must be importable from wherever the server is started.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -197,6 +213,9 @@ class VLLMServer:
         except httpx.TransportError:
             return False
 
+    def metrics(self) -> EngineSample | None:
+        return fetch_metrics(self.base_url)
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -271,3 +290,19 @@ def group_members(pgid: int) -> list[int]:
         except (ProcessLookupError, psutil.Error):
             continue
     return members
+
+
+def owned_processes(owner: str) -> list[int]:
+    """Live processes started by skillsweep for ``owner`` (see OWNER_ENV), found by environment."""
+    marker = f"{OWNER_ENV}={owner}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                if "Z" not in (entry / "stat").read_text().rsplit(")", 1)[-1].split()[:1]:
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

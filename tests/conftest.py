@@ -4,19 +4,46 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+# Every vLLM process this session starts (directly, or through Ray) carries this marker, so
+# the session can tell its own leftovers from anyone else's.
+os.environ["SKILLSWEEP_OWNER"] = f"pytest-{uuid.uuid4().hex[:12]}"
 
+import psutil  # noqa: E402
 import pytest  # noqa: E402
 
 from harness.models import ResolvedModel, resolve  # noqa: E402
 from harness.models.tiny import build_tiny_qwen3  # noqa: E402
-from serve.server import COMPACT_JSON_ARGS, ServerSpec, VLLMServer, group_members  # noqa: E402
+from serve.server import COMPACT_JSON_ARGS, ServerSpec, VLLMServer, group_members, owned_processes  # noqa: E402
 from train.random_adapter import make_random_adapter  # noqa: E402
 
 SERVER_MAX_RANK = 16
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_processes_left_behind():
+    """The suite ends with no process of its own left: vLLM engine cores and workers included."""
+    yield
+    me = psutil.Process()
+    mine = {me.pid, *(p.pid for p in me.parents())}
+    deadline = time.monotonic() + 30  # a server told to stop may take a moment to exit
+    while (left := [p for p in owned_processes(os.environ["SKILLSWEEP_OWNER"]) if p not in mine]) \
+            and time.monotonic() < deadline:
+        time.sleep(1)
+    described = []
+    for pid in left:
+        try:
+            proc = psutil.Process(pid)
+            described.append(f"{pid} {' '.join(proc.cmdline())[:120]}")
+            proc.kill()
+        except psutil.Error:
+            continue
+    assert not described, f"processes of this test session left running: {described}"
 
 
 @pytest.fixture(scope="session")

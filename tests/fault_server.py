@@ -1,12 +1,15 @@
 """An OpenAI-compatible chat server on 127.0.0.1 that injects faults at set rates.
 
 It exists only for what a real server will not do on demand: 429s, 500s, replies slower than
-the client's timeout, and verdicts that are not JSON. Healthy replies are valid verdicts that
-always pass, so any fail in a verdict table would have to come from a fault.
+the client's timeout, verdicts that are not JSON, and an engine that is slow but alive (its
+``/metrics`` counters keep moving while it holds a reply) or stalled (they freeze). Healthy
+replies are valid verdicts that always pass, so any fail in a verdict table would have to come
+from a fault.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import threading
@@ -17,9 +20,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class FaultServer:
     def __init__(self, *, rate_429=0.0, rate_500=0.0, rate_slow=0.0, rate_garbage=0.0,
-                 slow_s=2.0, seed=0):
+                 slow_s=2.0, seed=0, hold_s=0.0, stalled=False):
         self.rates = {"429": rate_429, "500": rate_500, "slow": rate_slow, "garbage": rate_garbage}
         self.slow_s = slow_s
+        # Every reply is held hold_s seconds; /metrics shows it running, its token counter
+        # moving (alive) or frozen (stalled: the reply is then held until released).
+        self.hold_s, self.stalled = hold_s, stalled
+        self.release = threading.Event()
+        self.running = 0
+        self.tokens = 0
+        self.received: Counter = Counter()  # requests per distinct message list
         self.injected: Counter = Counter()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -29,9 +39,43 @@ class FaultServer:
             def log_message(self, *args):
                 pass
 
+            def do_GET(self):
+                if self.path.startswith("/metrics"):
+                    with server._lock:
+                        if not server.stalled:
+                            server.tokens += server.running
+                        text = (f"vllm:num_requests_running{{model_name=\"fault\"}} {server.running}\n"
+                                f"vllm:num_requests_waiting{{model_name=\"fault\"}} 0\n"
+                                f"vllm:generation_tokens_total{{model_name=\"fault\"}} {server.tokens}\n")
+                    data = text.encode()
+                    self.send_response(200)
+                    self.send_header("content-type", "text/plain")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                self._send(200, {"status": "ok"})
+
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
-                self.rfile.read(length)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                key = hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()
+                with server._lock:
+                    server.received[key] += 1
+                    stalled = server.stalled
+                if server.hold_s or stalled:
+                    with server._lock:
+                        server.running += 1
+                    try:
+                        if stalled:
+                            server.release.wait()
+                        else:
+                            time.sleep(server.hold_s)
+                    finally:
+                        with server._lock:
+                            server.running -= 1
+                    if stalled:
+                        return self._send(500, {"error": {"message": "released", "type": "server_error"}})
                 fault = server._draw()
                 if fault == "429":
                     return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}})
@@ -92,5 +136,6 @@ class FaultServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -68,12 +68,14 @@ def _synthetic_run(tmp_path, labels=("m1", "m2")):
     return run, len(rows)
 
 
-def test_faults_never_become_fails_and_only_unscored_completes(tmp_path):
+def test_faults_never_become_fails_and_only_unscored_completes(tmp_path, monkeypatch):
     run, n = _synthetic_run(tmp_path)
     policy = RetryPolicy(max_attempts=4, timeout_s=1.0, base_delay_s=0.01, max_delay_s=0.05)
     rates = dict(rate_429=0.10, rate_500=0.08, rate_slow=0.05, rate_garbage=0.07)
+    # An API model (openai-compatible provider): per-call timeouts and retries apply.
+    monkeypatch.setenv("SKILLSWEEP_JUDGE_API_KEY", "test-key-not-a-secret")
     with FaultServer(slow_s=3.0, seed=7, **rates) as fake:
-        request = JudgeRequest(run=str(run), mode="llm-only", judge_model="hosted_vllm/fault", api_base=fake.api_base,
+        request = JudgeRequest(run=str(run), mode="llm-only", judge_model="openai/fault", api_base=fake.api_base,
                                label="faulty", concurrency=32, policy=policy, json_schema=False)
         summary = run_judging(request)
         stats, injected = summary["stats"], fake.injected
@@ -104,6 +106,21 @@ def test_faults_never_become_fails_and_only_unscored_completes(tmp_path):
         assert fake.injected["ok"] - before.get("ok", 0) == len(unscored)
         final = pl.read_parquet(run / "verdicts.parquet")
         assert len(final) == n and final["passed"].null_count() == 0 and final["passed"].all()
+
+
+def test_local_judge_that_is_slow_but_alive_is_never_timed_out(tmp_path):
+    # A local engine (hosted_vllm/…) gets no per-call cap: each reply is held three times
+    # longer than the policy's timeout, and every verdict still comes from its first call.
+    run, n = _synthetic_run(tmp_path)
+    policy = RetryPolicy(max_attempts=2, timeout_s=1.0)
+    with FaultServer(hold_s=3.0) as fake:
+        summary = run_judging(JudgeRequest(run=str(run), mode="llm-only", judge_model="hosted_vllm/fault",
+                                           api_base=fake.api_base, label="slow", concurrency=64, policy=policy,
+                                           json_schema=False))
+        received = list(fake.received.values())
+    stats = summary["stats"]
+    assert stats["passed"] == n and stats["unscored"] == 0 and stats["give_ups"] == 0
+    assert stats["calls"] == n == sum(received) and stats["retries"] == {}
 
 
 def test_judge_refuses_bad_requests(tmp_path):

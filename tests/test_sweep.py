@@ -11,22 +11,19 @@ import polars as pl
 import pytest
 
 from harness.sweep_config import ConfigError, load_config, make_plan
-from jobs.submit import _ray_cli, start_local_head, stop_local_head, use_token_auth
+from jobs.submit import LocalHead, _ray_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "reference" / "skillmix"
-DASHBOARD = "http://127.0.0.1:8265"
 
 
 @pytest.fixture(scope="module")
 def ray_head():
-    use_token_auth()
-    stop_local_head()
-    start_local_head(num_cpus=2)
-    yield DASHBOARD
-    stop_local_head()
-    out = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True).stdout
-    assert not out.strip(), f"Ray processes left behind: {out}"
+    """A head of this module's own (temp dir, ports), stopped by its own process group."""
+    head = LocalHead(num_cpus=2).start()
+    yield head
+    head.stop()
+    assert head.processes() == [], "Ray processes of this test's head were left behind"
 
 
 def _vllm_servers() -> set[int]:
@@ -39,9 +36,9 @@ def _vllm_servers() -> set[int]:
     return found
 
 
-def _submit(*args, check=True):
+def _submit(head, *args, check=True):
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [_ray_cli(), "job", "submit", "--address", DASHBOARD, "--working-dir", str(ROOT), "--",
+    cmd = [_ray_cli(), "job", "submit", "--address", head.address, "--working-dir", str(ROOT), "--",
            sys.executable, "-m", "jobs.sweep", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     if check:
@@ -51,7 +48,7 @@ def _submit(*args, check=True):
 
 
 def test_smoke_sweep_via_ray_job_submit_then_resume_does_nothing(ray_head, tmp_path):
-    _submit("eval_configs/smoke.yaml", "--out", str(tmp_path))
+    _submit(ray_head, "eval_configs/smoke.yaml", "--out", str(tmp_path))
     run = tmp_path / "smoke"
     plan = make_plan(load_config(ROOT / "eval_configs" / "smoke.yaml"))
     episodes = pl.read_parquet(run / "episodes.parquet")
@@ -71,13 +68,17 @@ def test_smoke_sweep_via_ray_job_submit_then_resume_does_nothing(ray_head, tmp_p
     assert meta["loss_curve"][-1] < meta["loss_curve"][0]
 
     journals = {p: p.stat().st_size for p in (run / "runs").rglob("*.jsonl")}
-    again = _submit("eval_configs/smoke.yaml", "--out", str(tmp_path), "--resume")
+    again = _submit(ray_head, "eval_configs/smoke.yaml", "--out", str(tmp_path), "--resume")
     assert "2 targets already complete" in again.stdout + again.stderr
     resumed = json.loads((run / "run.json").read_text())
     assert "verdicts" not in resumed["stages"]["judging"] and resumed["stages"]["training"] == {"wall_s": 0.0}
+    # The first attempt's history survives the resume.
+    assert [a["attempt"] for a in resumed["attempts"]] == [1, 2]
+    assert resumed["attempts"][0]["stages"] == summary["stages"] and resumed["attempts"][0]["started_at"]
+    assert summary["counts"]["regenerated"] == 0 and summary["counts"]["judge_give_ups"] == 0
     assert {p: p.stat().st_size for p in (run / "runs").rglob("*.jsonl")} == journals  # no new rows at all
 
-    refused = _submit("eval_configs/smoke.yaml", "--out", str(tmp_path), check=False)
+    refused = _submit(ray_head, "eval_configs/smoke.yaml", "--out", str(tmp_path), check=False)
     assert "pass --resume" in refused.stdout + refused.stderr
 
 
@@ -92,7 +93,7 @@ def test_killed_server_actor_is_restarted_and_every_cell_lands(ray_head, tmp_pat
         "statistics: {bootstrap: 200}\nresources: {train_gpus: 0, serve_gpus: 0, kv_cache_gib: 1}\n")
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
     before = _vllm_servers()  # e.g. the session's own test server
-    proc = subprocess.Popen([_ray_cli(), "job", "submit", "--address", DASHBOARD, "--working-dir", str(ROOT), "--",
+    proc = subprocess.Popen([_ray_cli(), "job", "submit", "--address", ray_head.address, "--working-dir", str(ROOT), "--",
                              sys.executable, "-m", "jobs.sweep", str(config), "--out", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     journal = tmp_path / "kill" / "runs" / "tiny" / "episodes.jsonl"
@@ -100,7 +101,7 @@ def test_killed_server_actor_is_restarted_and_every_cell_lands(ray_head, tmp_pat
     while time.monotonic() < deadline and not (journal.exists() and journal.read_text().count("\n") >= 4):
         time.sleep(0.2)
     assert journal.exists(), "generation never started"
-    ray.init(address="auto", namespace="skillsweep", log_to_driver=False)
+    ray.init(address=ray_head.gcs_address, namespace="skillsweep", log_to_driver=False)
     try:
         actor = ray.get_actor("server:kill:tiny", namespace="skillsweep")
         ray.kill(actor, no_restart=False)  # Ray restarts it; the sweep must notice and retry
@@ -112,7 +113,10 @@ def test_killed_server_actor_is_restarted_and_every_cell_lands(ray_head, tmp_pat
     episodes = pl.read_parquet(tmp_path / "kill" / "episodes.parquet")
     assert killed_at < len(episodes) == 64 == episodes["cell_id"].n_unique()
     summary = json.loads((tmp_path / "kill" / "run.json").read_text())
-    assert summary["missing"] == [] and "retrying on the (restarted) server" in output
+    # The in-flight cells were re-queued to the restarted server; none was generated twice.
+    assert summary["missing"] == [] and "engine restarted" in output
+    assert summary["counts"]["requeued"] >= 1 and summary["counts"]["engine_restarts"] >= 1
+    assert summary["counts"]["regenerated"] == 0
     deadline = time.monotonic() + 60  # a server told to stop may take a few seconds to exit
     while _vllm_servers() - before and time.monotonic() < deadline:
         time.sleep(1)

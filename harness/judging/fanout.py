@@ -64,7 +64,7 @@ def classify(exc: BaseException) -> str | None:
 @dataclass
 class RetryPolicy:
     max_attempts: int = 6
-    timeout_s: float = 60.0
+    timeout_s: float | None = 60.0  # None: no per-call cap (local engines)
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
 

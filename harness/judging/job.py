@@ -16,25 +16,26 @@ import os
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import polars as pl
 
 from harness.bench import load_bench
 from harness.bench.model import QueryType
+from harness.client import NO_TIMEOUT_S, is_local_engine
+from harness.libenv import quiet_litellm
+from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker
 from harness.judging.extract import DETERMINISTIC_TYPES, EXTRACTOR_VERSION, judge_deterministic
 from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
 from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, VERDICT_SCHEMA, UnparseableReply, judge_messages, parse_reply
 from harness.judging.verdict import Verdict
 from harness.runstore import RunStore, run_dir
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 Mode = Literal["det-mixed", "llm-only", "deterministic"]
 MODES = ("det-mixed", "llm-only", "deterministic")
 # Copied from the episode so that statistics over verdicts can check the generation path.
-_EPISODE_COLUMNS = ("cell_id", "run", "model_label", "base_model", "adapter_hash", "backend", "task_uid", "skill",
+_EPISODE_COLUMNS = ("cell_id", "run", "model_label", "base_model", "adapter_hash", "backend", "dtype", "task_uid", "skill",
                     "query_type", "condition", "temperature", "max_tokens", "repetition_penalty")
 
 
@@ -51,6 +52,7 @@ class JudgeRequest:
     bench: str | None = None
     json_schema: bool = True
     max_tokens: int = 512
+    progress_every_s: float = DEFAULT_EVERY_S
 
 
 @dataclass
@@ -67,6 +69,18 @@ class JudgeStats:
     fanout: FanoutCounters = field(default_factory=FanoutCounters)
     wall_s: float = 0.0
 
+    def snapshot(self) -> Snapshot:
+        gave_up = sum(self.fanout.exhausted.values()) + self.fanout.fatal
+        extra = [f"pass {self.passed}", f"fail {self.failed}", f"unscored {self.unscored}"]
+        extra += [f"retries {sum(self.fanout.retries.values())}"] if self.fanout.retries else []
+        extra += [f"gave up {gave_up}"] if gave_up else []
+        return Snapshot(self.judged, self.episodes - self.skipped, extra=" · ".join(extra))
+
+    @property
+    def give_ups(self) -> int:
+        """Judge calls that ended without a reply (retries exhausted, or a fatal error)."""
+        return sum(self.fanout.exhausted.values()) + self.fanout.fatal
+
     def as_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("fanout", "unscored_reasons")}
         d["unscored_reasons"] = dict(self.unscored_reasons)
@@ -74,6 +88,7 @@ class JudgeStats:
         d["retries"] = dict(self.fanout.retries)
         d["exhausted"] = dict(self.fanout.exhausted)
         d["fatal"] = self.fanout.fatal
+        d["give_ups"] = self.give_ups
         return d
 
 
@@ -92,14 +107,17 @@ class LLMJudge:
     def __init__(self, req: JudgeRequest, stats: JudgeStats, calls: RunStore):
         self.req, self.stats, self.calls = req, stats, calls
         self.limiter = AdaptiveLimiter(req.concurrency)
+        # A local engine gets no wall-clock cap per call (harness.client.NO_TIMEOUT_S): a busy
+        # CPU judge is slow, not broken, and a timed-out call would only be made again.
+        self.local = is_local_engine(req.judge_model)
+        self.policy = replace(req.policy, timeout_s=None) if self.local else req.policy
         self._check_credentials()
 
     def _check_credentials(self) -> None:
         """Fail before the fan-out, naming the variable: litellm reports a missing key as a
         server error, which would otherwise be retried for every episode."""
-        import litellm
-
-        if os.environ.get("SKILLSWEEP_JUDGE_API_KEY") or self.req.judge_model.startswith("hosted_vllm/"):
+        litellm = quiet_litellm()
+        if os.environ.get("SKILLSWEEP_JUDGE_API_KEY") or self.local:
             return
         missing = litellm.validate_environment(model=self.req.judge_model).get("missing_keys") or []
         if missing:
@@ -109,13 +127,13 @@ class LLMJudge:
     def _kwargs(self, messages: list[dict]) -> dict:
         req = self.req
         kwargs = dict(model=req.judge_model, messages=messages, temperature=0.0, max_tokens=req.max_tokens,
-                      timeout=req.policy.timeout_s, max_retries=0, num_retries=0)
+                      timeout=self.policy.timeout_s or NO_TIMEOUT_S, max_retries=0, num_retries=0)
         if req.api_base:
             kwargs["api_base"] = req.api_base
         key = os.environ.get("SKILLSWEEP_JUDGE_API_KEY")
         if key:
             kwargs["api_key"] = key
-        elif req.judge_model.startswith("hosted_vllm/"):
+        elif self.local:
             kwargs["api_key"] = "EMPTY"  # a local server takes any key; providers read theirs from the env
         if req.json_schema:
             kwargs["response_format"] = {"type": "json_schema",
@@ -123,8 +141,7 @@ class LLMJudge:
         return kwargs
 
     async def judge(self, vid: str, messages: list[dict]) -> tuple[Verdict, dict]:
-        import litellm
-
+        litellm = quiet_litellm()
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "attempts": 0, "latency_s": 0.0}
         last_error = "no reply"
         for parse_try in range(2):  # one retry for an unparseable reply
@@ -134,7 +151,7 @@ class LLMJudge:
                 return await litellm.acompletion(**self._kwargs(messages))
 
             try:
-                response, attempts = await call_with_retries(call, self.limiter, self.req.policy, self.stats.fanout)
+                response, attempts = await call_with_retries(call, self.limiter, self.policy, self.stats.fanout)
             except CallFailed as exc:
                 usage["attempts"] += exc.attempts
                 self._log_call(vid, "failed", exc.attempts, None, time.perf_counter() - started, exc.reason)
@@ -159,8 +176,7 @@ class LLMJudge:
 
     @staticmethod
     def _add_usage(usage: dict, response) -> None:
-        import litellm
-
+        litellm = quiet_litellm()
         u = getattr(response, "usage", None)
         usage["prompt_tokens"] += getattr(u, "prompt_tokens", 0) or 0
         usage["completion_tokens"] += getattr(u, "completion_tokens", 0) or 0
@@ -267,7 +283,9 @@ def run_judging(req: JudgeRequest, progress=None) -> dict:
                 progress(stats)
 
         async def main() -> None:
-            await asyncio.gather(*(one(vid, ep) for vid, ep in todo))
+            async with Ticker(f"{folder.name} · {label}", "verdicts", stats.snapshot,
+                              req.progress_every_s if todo else 0):
+                await asyncio.gather(*(one(vid, ep) for vid, ep in todo))
 
         asyncio.run(main())
         stats.wall_s = time.perf_counter() - started

@@ -1,0 +1,153 @@
+"""The sweep's and the generation driver's decisions, as pure functions: no Ray, no vLLM."""
+
+import pytest
+
+from harness.progress import Snapshot, progress_line
+from jobs.decisions import after_generation, after_judging, target_complete, with_history
+from jobs.resources import DRIVER_CPUS, HARNESS_SHARE, resource_model
+from serve.engine_watch import EngineSample, Health, WatchPolicy, assess, next_limit, parse_metrics
+from serve.hardware import CpuInfo, partition_cores, serving_dtype
+
+
+# ---------------------------------------------------------------- cores, dtype, declarations
+
+@pytest.mark.parametrize("cores,servers", [(2, 1), (4, 1), (8, 3), (16, 2), (3, 2)])
+def test_partition_gives_servers_disjoint_cores_and_leaves_a_rest(cores, servers):
+    plan = partition_cores(tuple(range(cores)), servers)
+    sets = [set(s) for s in plan.servers] + [set(plan.rest)]
+    assert not plan.shared and len(plan.servers) == servers and all(sets)
+    assert sum(len(s) for s in sets) == cores and set().union(*sets) == set(range(cores))
+    assert plan.bind_string(0) == ",".join(map(str, plan.servers[0]))
+
+
+def test_partition_with_too_few_cores_overlaps_and_says_so():
+    plan = partition_cores((0, 1), 2)
+    assert plan.shared and plan.servers == ((0,), (1,))
+
+
+@pytest.mark.parametrize("cores,servers", [(2, 1), (2, 2), (1, 1), (8, 3), (16, 4)])
+def test_cpu_declarations_never_oversubscribe_the_node(cores, servers):
+    model = resource_model(node_cores=tuple(range(cores)), gpus=0, servers=servers)
+    declared = sum(s.num_cpus for s in model.servers) + model.trainer.num_cpus
+    # Room is left for at least one driver beside every server and the trainer.
+    assert declared + DRIVER_CPUS <= cores + 1e-9
+    assert model.driver.num_cpus == DRIVER_CPUS and all(s.num_gpus == 0 for s in model.servers)
+
+
+def test_two_core_node_binds_the_server_to_one_core_and_trains_on_the_other():
+    model = resource_model(node_cores=(0, 1), gpus=0, servers=1)
+    assert model.cpu_bind(0) == "0" and model.trainer.cores == (1,)
+    assert model.servers[0].num_cpus == 1.0 and model.trainer.num_cpus == 1 - HARNESS_SHARE
+
+
+def test_gpu_declarations_follow_the_config():
+    model = resource_model(node_cores=(0, 1), gpus=8, servers=3, serve_gpus=1, train_gpus=2)
+    assert [s.num_gpus for s in model.servers] == [1, 1, 1] and model.trainer.num_gpus == 2
+    assert model.cpu_bind(0) is None
+
+
+def test_serving_dtype_is_bf16_only_where_native():
+    native = CpuInfo("x", (0,), frozenset({"avx2", "avx512_bf16"}))
+    amx = CpuInfo("x", (0,), frozenset({"amx_bf16"}))
+    avx2 = CpuInfo("AMD EPYC", (0, 1), frozenset({"avx2", "fma"}))
+    assert serving_dtype(gpu=False, cpu=native) == "bfloat16"
+    assert serving_dtype(gpu=False, cpu=amx) == "bfloat16"
+    assert serving_dtype(gpu=False, cpu=avx2) == "float32"
+
+
+# ---------------------------------------------------------------- engine liveness and feeding
+
+METRICS = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+vllm:num_requests_running{engine="0",model_name="m"} 3.0
+vllm:num_requests_running{engine="0",model_name="m-lora"} 2.0
+vllm:num_requests_waiting{engine="0",model_name="m"} 7.0
+vllm:generation_tokens_total{engine="0",model_name="m"} 1200.0
+vllm:prompt_tokens_total{engine="0",model_name="m"} 300.0
+vllm:generation_tokens_created{engine="0",model_name="m"} 1.7e9
+"""
+
+
+def test_parse_metrics_sums_over_models_and_ignores_the_rest():
+    s = parse_metrics(METRICS, at=5.0)
+    assert (s.running, s.waiting, s.generation_tokens, s.prompt_tokens, s.at) == (5, 7, 1200, 300, 5.0)
+    assert s.busy and s.tokens == 1500
+
+
+def _s(at, tokens, running=1, waiting=0):
+    return EngineSample(at, running, waiting, tokens, 0)
+
+
+POLICY = WatchPolicy(poll_s=1, dead_after=3, stall_s=10)
+
+
+def test_busy_engine_whose_tokens_move_is_alive_however_long_it_takes():
+    samples = [_s(t, t * 10) for t in range(0, 1000)]
+    assert assess(samples, POLICY, now=1000) is Health.OK
+
+
+def test_busy_engine_with_frozen_counters_is_stalled_after_stall_s():
+    samples = [_s(0, 50)] + [_s(t, 100) for t in range(1, 12)]
+    assert assess(samples[:8], POLICY, now=7) is Health.OK
+    assert assess(samples, POLICY, now=11) is Health.STALLED
+
+
+def test_idle_engine_is_never_stalled_and_failed_polls_mean_dead():
+    idle = [_s(t, 100, running=0) for t in range(30)]
+    assert assess(idle, POLICY, now=30) is Health.OK
+    assert assess(idle + [None, None], POLICY, now=32) is Health.OK
+    assert assess(idle + [None, None, None], POLICY, now=33) is Health.DEAD
+    assert assess([None, _s(1, 1), None, None], POLICY, now=4) is Health.OK
+
+
+def test_concurrency_follows_the_engine_queue():
+    assert next_limit(64, 64, _s(0, 0, running=8, waiting=56), low=1, high=64) == 12  # flooded: cut
+    assert next_limit(16, 16, _s(0, 0, running=16, waiting=0), low=1, high=64) == 18  # starved: grow
+    assert next_limit(16, 10, _s(0, 0, running=10, waiting=0), low=1, high=64) == 16  # not all used
+    assert next_limit(64, 64, _s(0, 0, running=16, waiting=0), low=1, high=64) == 64  # at the cap
+    assert next_limit(16, 16, None, low=1, high=64) == 16  # no sample: keep
+
+
+# ---------------------------------------------------------------- sweep decisions
+
+def test_generation_retries_only_what_can_succeed():
+    assert after_generation({"missing": 0, "rows": 64}, None, 1).action == "next"
+    retry = after_generation({"missing": 3, "stats": {"errors": ["c (t, u): engine gone"]}}, None, 1)
+    assert retry.action == "retry" and "3 cells missing" in retry.message and "engine gone" in retry.message
+    refused = after_generation({"missing": 2, "stats": {"client_failed": 2, "errors": []}}, None, 1)
+    assert refused.action == "missing" and refused.missing == 2
+    assert after_generation({"missing": 3, "stats": {}}, None, 3).action == "missing"
+    crashed = after_generation(None, "worker died", 1)
+    assert crashed.action == "retry" and "restart" not in crashed.message  # nothing restarted
+    assert after_generation(None, "worker died", 3).action == "missing"
+
+
+def test_judge_give_ups_are_judged_again_once_then_counted():
+    gave_up = {"label": "local", "stats": {"give_ups": 4}}
+    assert after_judging(gave_up, 1).action == "retry"
+    assert after_judging(gave_up, 2).action == "missing" and after_judging(gave_up, 2).missing == 4
+    assert after_judging({"label": "local", "stats": {"give_ups": 0}}, 1).action == "next"
+    assert after_judging({"label": "x", "error": "boom"}, 1).action == "missing"
+
+
+def test_target_complete_needs_every_cell_and_every_judge():
+    ok = dict(missing_cells=[], episodes=64, verdicts_per_judge={"a": 64, "b": 64}, expected=64, judges=["a", "b"])
+    assert target_complete(**ok)
+    assert not target_complete(**{**ok, "verdicts_per_judge": {"a": 64}})
+    assert not target_complete(**{**ok, "missing_cells": ["c1"]})
+    assert not target_complete(**{**ok, "episodes": 63})
+
+
+def test_run_history_keeps_every_attempt():
+    first = with_history(None, {"stages": {"training": {"wall_s": 60}}, "counts": {"requeued": 0}})
+    assert first["attempt"] == 1 and first["attempts"][0]["stages"]["training"]["wall_s"] == 60
+    second = with_history(first, {"stages": {"training": {"wall_s": 0}}})
+    assert second["attempt"] == 2 and second["stages"]["training"]["wall_s"] == 0
+    assert second["attempts"][0] == first["attempts"][0]
+    legacy = with_history({"stages": {"x": 1}, "total_wall_s": 5}, {"stages": {}})
+    assert legacy["attempts"][0]["total_wall_s"] == 5 and legacy["attempt"] == 2
+
+
+def test_progress_line_shows_done_rate_and_eta():
+    line = progress_line("tiny+lora@s0", "cells", Snapshot(16, 64, 800, "requeued 2"), 20.0)
+    assert line == "[tiny+lora@s0] cells 16/64 (25%) · 40.0 tok/s · ETA 0:01:00 · requeued 2"
+    assert "took 0:00:20" in progress_line("t", "verdicts", Snapshot(64, 64), 20.0)
