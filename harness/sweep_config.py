@@ -124,11 +124,13 @@ class ConfigError(SkillsweepError, ValueError):
 
 
 def _model_ref(path: Path, ref: str) -> str:
-    """A model reference as written, or a checkpoint folder beside the config."""
-    if ref.startswith("local:"):
-        return ref
-    local = beside(path, ref)
-    return local if Path(local).exists() else ref
+    """A model reference as written, or a checkpoint folder beside the config; checked offline."""
+    from harness.models import check_reference
+
+    if not ref.startswith("local:") and Path(beside(path, ref)).exists():
+        ref = beside(path, ref)
+    check_reference(ref)
+    return ref
 
 
 def load_config(path: str | Path) -> SweepConfig:
@@ -136,7 +138,7 @@ def load_config(path: str | Path) -> SweepConfig:
     recipes, model references, the bench and its split, and that the plan has cells. Paths in
     it are resolved relative to the file."""
     from harness.bench import BenchError, load_bench
-    from harness.models import ModelNotFound, check_reference
+    from harness.models import ModelNotFound
     from harness.prompts import condition_names
     from train.recipe import RecipeError, load_recipe
 
@@ -157,12 +159,10 @@ def load_config(path: str | Path) -> SweepConfig:
             adapter.recipe = beside(path, adapter.recipe)
             at(f"models.{i}.adapters.{j}.recipe", load_recipe, adapter.recipe)
         if model.base:
-            model.base = _model_ref(path, model.base)
-            at(f"models.{i}.base", check_reference, model.base)
+            model.base = at(f"models.{i}.base", _model_ref, path, model.base)
     for i, judge in enumerate(config.judges):
         if judge.serve:
-            judge.serve = _model_ref(path, judge.serve)
-            at(f"judges.{i}.serve", check_reference, judge.serve)
+            judge.serve = at(f"judges.{i}.serve", _model_ref, path, judge.serve)
     bench = at("bench", load_bench, config.bench)
     at("split", bench.split, config.split)
     labels = [t.label for t in make_plan(config, bench).targets]
