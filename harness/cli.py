@@ -386,16 +386,15 @@ def generate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness.bench import BenchError
+    from harness.bench.model import SPLITS
     from harness.client import Sampling
     from harness.generation_job import GenerateRequest, run_generation
     from harness.models import ModelNotFound
+    from harness.prompts import ConditionError, condition_names
     from harness.runstore import RunInUse
     from serve.adapters import AdapterError
     from serve.registry import RegistryError
     from serve.server import ServerStartError
-
-    from harness.bench.model import SPLITS
-    from harness.prompts import ConditionError, condition_names
 
     _require(backend in ("vllm", "hf"), "--backend", backend, "vllm or hf")
     _require(split in SPLITS, "--split", split, " or ".join(SPLITS))
