@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,8 +16,35 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Evaluate procedural-skill fine-tuning on vLLM.")
+from harness.errors import EXIT_BUG, EXIT_INCOMPLETE, EXIT_REFUSED, IncompleteError, InputError, SkillsweepError
+
+_verbose = False
+
+
+class _App(typer.Typer):
+    """The one place an error reaches the user: one line, and an exit code that says what
+    happened (see harness.errors); ``skillsweep -v`` adds the traceback."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except SkillsweepError as exc:
+            _exit(exc, str(exc), exc.exit_code)
+        except Exception as exc:
+            _exit(exc, f"unexpected {type(exc).__name__}: {exc} (a bug in skillsweep; "
+                       "`skillsweep -v ...` shows the traceback)", EXIT_BUG)
+
+
+def _exit(exc: BaseException, message: str, code: int) -> None:
+    if _verbose:
+        traceback.print_exception(exc)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+app = _App(no_args_is_help=True, add_completion=False,
+           help="Evaluate procedural-skill fine-tuning on vLLM. Exit codes: 0 done, 1 incomplete "
+                "(re-run to finish), 2 refused (bad input; nothing done), 3 a bug.")
 models_app = typer.Typer(no_args_is_help=True, help="The local model store.")
 adapters_app = typer.Typer(no_args_is_help=True, help="LoRA adapters on a running server.")
 app.add_typer(models_app, name="models")
@@ -30,13 +58,27 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code)
+def _fail(message: str, code: int = EXIT_REFUSED) -> SkillsweepError:
+    """An error for :class:`_App` to report: ``raise _fail(...)``."""
+    return IncompleteError(message) if code == EXIT_INCOMPLETE else InputError(message)
+
+
+def _require(ok: bool, option: str, value, accepted: str) -> None:
+    """Refuse an option value before any work starts, naming the option and what is accepted."""
+    if not ok:
+        raise _fail(f"{option} {value!r}: expected {accepted}")
+
+
+def _positive(**options: int | float | None) -> None:
+    """Options (by parameter name) that must be >= 1 when given."""
+    for name, value in options.items():
+        _require(value is None or value >= 1, "--" + name.replace("_", "-"), value, "a number >= 1")
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log more; show tracebacks")] = False) -> None:
+    global _verbose
+    _verbose = verbose
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 
@@ -104,6 +146,8 @@ def serve(
     check: Annotated[bool, typer.Option(help="preflight each adapter against the base")] = True,
 ) -> None:
     """Start a vLLM server with adapters and keep it up until interrupted."""
+    _positive(max_lora_rank=max_lora_rank, max_loras=max_loras, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib)
+    _require(port is None or 0 < port < 65536, "--port", port, "a TCP port, 1-65535")
     from harness.models import ModelNotFound, resolve, short_name
     from serve.adapters import AdapterError, inspect_adapter, lora_limits, validate_adapter
     from serve.registry import AdapterRegistry
@@ -169,6 +213,9 @@ def probe(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Answer one prompt (greedy by default). MODEL may be an adapter's alias."""
+    _require(bool(prompt.strip()), "PROMPT", prompt, "a non-empty prompt")
+    _positive(max_tokens=max_tokens)
+    _require(temperature >= 0, "--temperature", temperature, "a number >= 0")
     from harness.client import Sampling, build_messages, chat
 
     model = _served_model(url, model)
@@ -195,6 +242,8 @@ def chat_cmd(
     temperature: float = 0.0,
 ) -> None:
     """Interactive chat. /system TEXT sets the system prompt, /reset clears, /exit quits."""
+    _positive(max_tokens=max_tokens)
+    _require(temperature >= 0, "--temperature", temperature, "a number >= 0")
     from harness.client import Sampling, build_messages, chat
 
     model = _served_model(url, model)
@@ -228,10 +277,7 @@ def chat_cmd(
 def _registry(url: str):
     from serve.registry import AdapterRegistry
 
-    try:
-        return AdapterRegistry.connect(url)
-    except Exception as exc:
-        raise _fail(f"cannot reach a vLLM server at {url}: {exc}")
+    return AdapterRegistry.connect(url)  # an unreachable server is a RegistryError naming the URL
 
 
 def _served_model(url: str, name: str) -> str:
@@ -308,6 +354,8 @@ def adapters_random(
     scale: Annotated[float, typer.Option(help="std of the random LoRA weights; 0 = PEFT's no-op init")] = 0.5,
 ) -> None:
     """Write a random-weight LoRA adapter for a base (pipeline checks, probes)."""
+    _positive(rank=rank)
+    _require(scale >= 0, "--scale", scale, "a number >= 0")
     from harness.models import ModelNotFound, resolve
     from train.random_adapter import make_random_adapter
 
@@ -336,19 +384,27 @@ def generate(
 ) -> None:
     """Generate one greedy response per (task, condition, model) cell; re-running resumes."""
     from harness.bench import BenchError
+    from harness.bench.model import SPLITS
     from harness.client import Sampling
     from harness.generation_job import GenerateRequest, run_generation
     from harness.models import ModelNotFound
+    from harness.prompts import ConditionError, condition_names
     from harness.runstore import RunInUse
     from serve.adapters import AdapterError
     from serve.registry import RegistryError
     from serve.server import ServerStartError
 
-    if backend not in ("vllm", "hf"):
-        raise _fail(f"--backend {backend!r}: expected vllm or hf")
+    _require(backend in ("vllm", "hf"), "--backend", backend, "vllm or hf")
+    _require(split in SPLITS, "--split", split, " or ".join(SPLITS))
+    _positive(max_tokens=max_tokens, concurrency=concurrency, max_model_len=max_model_len)
+    _require(repetition_penalty >= 0, "--repetition-penalty", repetition_penalty, "a number >= 0 (0: none)")
+    try:
+        names = condition_names(conditions)
+    except ConditionError as exc:
+        raise _fail(f"--conditions {conditions!r}: {exc}")
     request = GenerateRequest(
         run=run, model=model, adapters=[_parse_adapter(a) for a in adapter or []], bench=bench, split=split,
-        conditions=conditions.split(","), include_base=base, url=url, backend=backend,
+        conditions=names, include_base=base, url=url, backend=backend,
         sampling=Sampling(max_tokens=max_tokens, repetition_penalty=repetition_penalty or None),
         concurrency=concurrency, max_model_len=max_model_len)
     # Progress: one line per target every 15 s on stderr (harness.progress).
@@ -359,7 +415,13 @@ def generate(
         raise _fail(str(exc))
     print(json.dumps(summary))
     if summary["missing"]:
-        raise _fail(f"{summary['missing']} cells have no episode (see manifest.json); re-run to retry them")
+        stats = summary["stats"]
+        if stats["failed"] and not stats["done"]:
+            first = (stats["errors"] or ["?"])[0]
+            raise _fail(f"every request failed ({stats['failed']} cells; first: {first}); re-running will fail "
+                        "the same way until that is fixed", EXIT_INCOMPLETE)
+        raise _fail(f"{summary['missing']} cells have no episode (see manifest.json); re-run to retry them",
+                    EXIT_INCOMPLETE)
 
 
 _MODE_HELP = "det-mixed (extractor + LLM for FREE_FORM), llm-only, or deterministic (no LLM)"
@@ -387,6 +449,8 @@ def judge(
     from harness.judging.job import JudgeRequest, run_judging
     from harness.runstore import RunInUse
 
+    _positive(concurrency=concurrency, max_attempts=max_attempts)
+    _require(timeout > 0, "--timeout", timeout, "seconds > 0")
     request = JudgeRequest(run=run, mode=mode, label=label, judge_model=judge_model, api_base=api_base,
                            concurrency=concurrency, policy=RetryPolicy(max_attempts=max_attempts, timeout_s=timeout),
                            only_unscored=only_unscored, bench=bench, json_schema=json_schema)
@@ -395,6 +459,11 @@ def judge(
     except (BenchError, RunInUse, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc))
     print(json.dumps(summary))
+    stats = summary["stats"]
+    if stats["llm_verdicts"] and stats["llm_call_failed"] == stats["llm_verdicts"]:
+        reasons = ", ".join(stats["unscored_reasons"]) or "?"
+        raise _fail(f"every judge call failed ({stats['llm_verdicts']} verdicts left unscored: {reasons}); check "
+                    "--judge and --api-base, then re-run with --only-unscored", EXIT_INCOMPLETE)
 
 
 app.command("rejudge", help="Judge any stored run again with another judge (same options as judge).")(judge)
@@ -408,16 +477,12 @@ def agreement(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Agreement of two verdict sets: kappa, raw agreement, 2x2 table, Δ shift, disagreements per skill."""
-    import polars as pl
-
     from harness.judging.agreement import agreement as compute
-    from harness.runstore import run_dir
+    from harness.stats.job import load_verdicts
 
-    path = run_dir(run) / "verdicts.parquet"
-    if not path.is_file():
-        raise _fail(f"{path}: no verdicts (run `skillsweep judge` first)")
+    verdicts = load_verdicts(run)
     try:
-        result = compute(pl.read_parquet(path), judge_a, judge_b)
+        result = compute(verdicts, judge_a, judge_b)
     except ValueError as exc:
         raise _fail(str(exc))
     if as_json:
@@ -469,6 +534,7 @@ def stats(
     from harness.pairing import PathMismatch
     from harness.stats.job import run_stats
 
+    _require(bootstrap >= 100, "--bootstrap", bootstrap, "at least 100 resamples")
     try:
         result = run_stats(run, judge_label, allow_path_mismatch=allow_path_mismatch, n_boot=bootstrap, seed=seed)
     except (ValueError, FileNotFoundError, PathMismatch) as exc:
@@ -520,6 +586,7 @@ def corpus_build(
     concurrency: int = 16,
 ) -> None:
     """Trace the train split with a teacher, judge the traces, keep the passing ones as chat rows."""
+    _positive(max_tokens=max_tokens, concurrency=concurrency)
     from harness.client import Sampling
     from train.corpus import CorpusRequest, build_corpus
 
@@ -541,6 +608,7 @@ def train(
     corpus: Annotated[Optional[str], typer.Option(help="override the recipe's corpus")] = None,
 ) -> None:
     """Train a recipe (LoRA adapter or partial fine-tune) with TRL; writes training_meta.json beside it."""
+    _require(seed is None or seed >= 0, "--seed", seed, "an integer >= 0")
     from train.recipe import RecipeError, load_recipe
     from train.template import TemplatePatchError
     from train.trainer import train_recipe

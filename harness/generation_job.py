@@ -113,10 +113,11 @@ def _bench_spec(spec: str) -> str:
 def run_generation(req: GenerateRequest, progress: Progress | None = None,
                    reconnect: Reconnect | None = None) -> dict:
     bench = load_bench(req.bench)
+    bench.split(req.split)  # an unknown or empty split fails here, before anything starts
     conditions = condition_names(req.conditions)
     folder = run_dir(req.run)
     with ExitStack() as stack:
-        store = stack.enter_context(RunStore(folder))
+        # Targets first: an unknown model or an unreachable server leaves no run folder behind.
         if req.backend == "api":
             targets = [Target(req.label or req.model, req.model, "api", req.sampling, served_name=req.model)]
             engine = {"api": {"model": req.model}}
@@ -125,6 +126,7 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None,
         else:
             targets, base, infos = _targets_local(req)
             engine = {"hf": {"model_path": base.location}} if req.backend == "hf" else {}
+        store = stack.enter_context(RunStore(folder))
         cells = plan(bench, req.split, conditions, targets)
         done = store.done_ids()
         if req.backend == "hf":

@@ -14,13 +14,14 @@ import json
 import time
 from pathlib import Path
 
+from harness.errors import SkillsweepError
 from harness.judging.job import verdict_id
-from harness.runstore import RunStore, run_dir
+from harness.runstore import RunStore, read_manifest, run_dir
 
 REQUIRED = ("task_uid", "condition", "passed")
 
 
-class ImportError_(ValueError):
+class ImportError_(SkillsweepError, ValueError):
     pass
 
 
@@ -107,7 +108,7 @@ def import_skillmix(episodes_json: Path, out: str | Path, *, model_label: str, j
                 store.append(e)
                 done.add(e["cell_id"])
         store.write_table()
-        manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else {}
+        manifest = read_manifest(folder)
         models = manifest.get("models", {})
         models[model_label] = {k: v for k, v in {"size": size, "base": base, "stage": stage}.items() if v} \
             | models.get(model_label, {})

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import polars as pl
 
+from harness.errors import SkillsweepError
+
 PATH_COLUMNS = ("backend", "dtype", "temperature", "max_tokens", "repetition_penalty")
 
 
-class PathMismatch(ValueError):
+class PathMismatch(SkillsweepError, ValueError):
     pass
 
 

@@ -13,8 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.bench.model import Bench, QueryType, Skill, Task
+from harness.errors import SkillsweepError
 
 PROMPT_VERSION = "solver-v1"
+
+
+class ConditionError(SkillsweepError, ValueError):
+    """A condition list, or a condition this bench cannot render."""
 
 SOLVER_PROMPT = (
     "You are a careful problem solver. Read the passage and the question, reason step by step, "
@@ -81,7 +86,7 @@ def _mismatched(bench: Bench, task: Task) -> Skill:
     own = bench.skill_of(task)
     others = [n for n in names if bench.skills[n].category != own.category] or [n for n in names if n != own.name]
     if not others:
-        raise ValueError(f"bench {bench.name!r} has one skill: no mismatched block for {task.uid}")
+        raise ConditionError(f"bench {bench.name!r} has one skill: no mismatched block for {task.uid}")
     pick = int(hashlib.sha256(task.uid.encode()).hexdigest(), 16) % len(others)
     return bench.skills[others[pick]]
 
@@ -90,7 +95,10 @@ def condition_names(spec: str | list[str]) -> list[str]:
     names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
     unknown = [n for n in names if n not in CONDITIONS]
     if unknown or not names:
-        raise ValueError(f"unknown condition(s) {unknown or spec!r}; known: {', '.join(sorted(CONDITIONS))}")
+        raise ConditionError(f"unknown condition(s) {unknown or spec!r}; known: {', '.join(sorted(CONDITIONS))}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConditionError(f"condition(s) {', '.join(repeated)} listed more than once; each may appear once")
     return names
 
 

@@ -17,11 +17,21 @@ from pathlib import Path
 
 import polars as pl
 
+from harness.errors import SkillsweepError
+
 RESULTS_DIR = Path("results")
 
 
-class RunInUse(RuntimeError):
+class RunInUse(SkillsweepError, RuntimeError):
     pass
+
+
+class RunFileError(SkillsweepError, ValueError):
+    """A file in a run folder that cannot be read, and cannot be rebuilt."""
+
+
+class TableMissing(SkillsweepError, FileNotFoundError):
+    """A run has no table and no journal to rebuild it from."""
 
 
 def run_dir(run: str | Path) -> Path:
@@ -126,10 +136,47 @@ class RunStore:
         return update_manifest(self.path, **fields)
 
 
+def read_table(folder: Path, table: str = "episodes", key: str = "cell_id", keep: str = "first") -> pl.DataFrame:
+    """A run's table; rebuilt from its journal when the parquet is missing or unreadable.
+
+    The journal is the record (the parquet is derived from it), so a deleted or damaged table
+    costs nothing. Without a journal, an unreadable table is an error that names the file.
+    """
+    folder = Path(folder)
+    file = folder / f"{table}.parquet"
+    problem = "missing"
+    if file.is_file():
+        try:
+            return pl.read_parquet(file)
+        except Exception as exc:  # polars raises several types for a damaged file
+            problem = f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    journal = folder / f"{table}.jsonl"
+    if journal.is_file():
+        with RunStore(folder, table, key, keep) as store:
+            return store.write_table()
+    if problem == "missing":
+        raise TableMissing(f"{file}: missing, and no {journal.name} journal to rebuild it from")
+    raise RunFileError(f"{file}: {problem}, and no {journal.name} journal to rebuild it from")
+
+
+def read_manifest(folder: Path) -> dict:
+    """``folder/manifest.json``, or ``{}`` when there is none."""
+    file = Path(folder) / "manifest.json"
+    if not file.exists():
+        return {}
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFileError(f"{file}: unreadable manifest: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise RunFileError(f"{file}: expected a JSON object")
+    return manifest
+
+
 def update_manifest(folder: Path, **fields) -> dict:
     """Merge ``fields`` into ``folder/manifest.json`` (written atomically)."""
     file = Path(folder) / "manifest.json"
-    manifest = json.loads(file.read_text()) if file.exists() else {"created": time.time()}
+    manifest = read_manifest(folder) or {"created": time.time()}
     manifest.update(fields, updated=time.time())
     tmp = file.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, default=str))

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.yaml_models import load_yaml_model
+from harness.errors import SkillsweepError
+from harness.yaml_models import Seeds, beside, load_yaml_model
+
+if TYPE_CHECKING:
+    from harness.bench import Bench
 
 
 class _Strict(BaseModel):
@@ -28,7 +32,7 @@ class Generation(_Strict):
 
 class AdapterSpec(_Strict):
     recipe: str
-    seeds: list[int] | None = None
+    seeds: Seeds | None = Field(None, min_length=1)
     generation: Generation | None = None  # post-SFT settings (the study used 1024)
 
 
@@ -48,6 +52,8 @@ class ModelSpec(_Strict):
             raise ValueError("set exactly one of 'base' (served) or 'api' (litellm reference model)")
         if self.api and self.adapters:
             raise ValueError("an 'api' model cannot have adapters")
+        if self.base and not self.include_base and not self.adapters:
+            raise ValueError("include_base is false and there are no adapters: nothing to generate")
         return self
 
 
@@ -88,7 +94,7 @@ class Resources(_Strict):
 class SweepConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     bench: str = "builtin"
-    split: str = "eval"
+    split: Literal["eval", "train", "all"] = "eval"
     conditions: list[str] = ["baseline", "curated"]
     models: list[ModelSpec] = Field(min_length=1)
     judges: list[JudgeSpec] = Field(min_length=1)
@@ -102,33 +108,68 @@ class SweepConfig(_Strict):
         if len(set(labels)) != len(labels):
             raise ValueError(f"model labels must be unique: {labels}")
         judges = [j.label for j in self.judges]
-        if self.statistics.judge and self.statistics.judge not in judges:
-            raise ValueError(f"statistics.judge {self.statistics.judge!r} is not a judge label ({judges})")
+        if len(set(judges)) != len(judges):
+            raise ValueError(f"judge labels must be unique: {judges}")
+        for name in ("judge", "judge_b"):
+            chosen = getattr(self.statistics, name)
+            if chosen and chosen not in judges:
+                raise ValueError(f"statistics.{name} {chosen!r} is not a judge label ({judges})")
         if self.corpus and self.corpus.judge and self.corpus.judge not in judges:
             raise ValueError(f"corpus.judge {self.corpus.judge!r} is not a judge label ({judges})")
         return self
 
 
-class ConfigError(ValueError):
+class ConfigError(SkillsweepError, ValueError):
     pass
 
 
+def _model_ref(path: Path, ref: str) -> str:
+    """A model reference as written, or a checkpoint folder beside the config; checked offline."""
+    from harness.models import check_reference
+
+    if not ref.startswith("local:") and Path(beside(path, ref)).exists():
+        ref = beside(path, ref)
+    check_reference(ref)
+    return ref
+
+
 def load_config(path: str | Path) -> SweepConfig:
+    """A sweep config, checked as far as can be without a GPU or a network: conditions,
+    recipes, model references, the bench and its split, and that the plan has cells. Paths in
+    it are resolved relative to the file."""
+    from harness.bench import BenchError, load_bench
+    from harness.models import ModelNotFound
     from harness.prompts import condition_names
     from train.recipe import RecipeError, load_recipe
 
     path = Path(path)
     config = load_yaml_model(path, SweepConfig, ConfigError, "config")
-    try:
-        condition_names(config.conditions)
-    except ValueError as exc:
-        raise ConfigError(f"{path}, field 'conditions': {exc}") from None
+
+    def at(field: str, check, *args):
+        try:
+            return check(*args)
+        except (ValueError, ModelNotFound) as exc:
+            raise ConfigError(f"{path}, field '{field}': {exc}") from None
+
+    at("conditions", condition_names, config.conditions)
+    if config.bench != "builtin":
+        config.bench = beside(path, config.bench)
     for i, model in enumerate(config.models):
         for j, adapter in enumerate(model.adapters):
-            try:
-                load_recipe(adapter.recipe)
-            except RecipeError as exc:
-                raise ConfigError(f"{path}, field 'models.{i}.adapters.{j}.recipe': {exc}") from None
+            adapter.recipe = beside(path, adapter.recipe)
+            at(f"models.{i}.adapters.{j}.recipe", load_recipe, adapter.recipe)
+        if model.base:
+            model.base = at(f"models.{i}.base", _model_ref, path, model.base)
+    for i, judge in enumerate(config.judges):
+        if judge.serve:
+            judge.serve = at(f"judges.{i}.serve", _model_ref, path, judge.serve)
+    bench = at("bench", load_bench, config.bench)
+    at("split", bench.split, config.split)
+    labels = [t.label for t in make_plan(config, bench).targets]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ConfigError(f"{path}, field 'models': targets {', '.join(repeated)} are planned more than once "
+                          "(the same recipe and seed twice)")
     return config
 
 
@@ -181,11 +222,11 @@ class Plan:
         }
 
 
-def make_plan(config: SweepConfig) -> Plan:
+def make_plan(config: SweepConfig, bench: Bench | None = None) -> Plan:
     from harness.bench import load_bench
     from train.recipe import load_recipe
 
-    tasks = len(load_bench(config.bench).split(config.split))
+    tasks = len((bench or load_bench(config.bench)).split(config.split))
     trainings, targets = [], []
     for model in config.models:
         if model.api:

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.errors import SkillsweepError
 from harness.models import ResolvedModel, model_identity
 
 # vLLM's --max-lora-rank accepts only these values.
@@ -20,7 +21,7 @@ WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _HASH_EXCLUDED = {"base_model_name_or_path", "revision", "inference_mode", "auto_mapping"}
 
 
-class AdapterError(ValueError):
+class AdapterError(SkillsweepError, ValueError):
     """An adapter that fails a named validation rule."""
 
     def __init__(self, rule: str, path: Path | str, detail: str):

@@ -12,14 +12,30 @@ from urllib.parse import urlparse
 import httpx
 
 from harness.client import normalize_url
+from harness.errors import SkillsweepError
 from harness.models import ResolvedModel, model_identity
 from serve.adapters import AdapterError, AdapterInfo, served_name, validate_adapter
 from serve.preflight import PreflightReport, preflight
 from serve.server import server_record
 
 
-class RegistryError(RuntimeError):
+class RegistryError(SkillsweepError, RuntimeError):
     """The server refused or failed an adapter operation."""
+
+
+def _models(api: str) -> list[dict]:
+    """The server's model cards; an unreachable or foreign server is a located error."""
+    try:
+        response = httpx.get(api + "/models", timeout=10)
+        response.raise_for_status()
+        models = response.json()["data"]
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise RegistryError(f"cannot reach a vLLM server at {api}: {exc or type(exc).__name__}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RegistryError(f"{api}/models: not an OpenAI-compatible model list ({exc!r})") from exc
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise RegistryError(f"{api}/models: not an OpenAI-compatible model list")
+    return models
 
 
 @dataclass(frozen=True)
@@ -44,8 +60,10 @@ class AdapterRegistry:
     def connect(cls, url: str, max_rank: int | None = None) -> AdapterRegistry:
         """Attach to a running server; its base model and rank limit are read from it."""
         api = normalize_url(url)
-        models = httpx.get(api + "/models", timeout=10).json()["data"]
-        base_card = next(m for m in models if not m.get("parent"))
+        models = _models(api)
+        base_card = next((m for m in models if not m.get("parent")), None)
+        if base_card is None:
+            raise RegistryError(f"{url}: the server lists no base model at /v1/models")
         record = server_record(urlparse(api).port) or {}
         location = base_card.get("root") or base_card["id"]
         identity = record.get("base_identity") or model_identity(location)
@@ -54,13 +72,16 @@ class AdapterRegistry:
         return cls(api, base, base_card["id"], rank)
 
     def _post(self, endpoint: str, payload: dict) -> None:
-        response = httpx.post(f"{normalize_url(self.url)}/{endpoint}", json=payload, timeout=120)
+        try:
+            response = httpx.post(f"{normalize_url(self.url)}/{endpoint}", json=payload, timeout=120)
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"cannot reach a vLLM server at {self.url}: {exc}") from exc
         if response.status_code != 200:
             raise RegistryError(f"{endpoint} {payload.get('lora_name')}: HTTP {response.status_code}: "
                                 f"{response.text[:500]}")
 
     def list(self) -> list[LoadedAdapter]:
-        models = httpx.get(normalize_url(self.url) + "/models", timeout=10).json()["data"]
+        models = _models(normalize_url(self.url))
         return [LoadedAdapter(m["id"], m.get("root", ""), m["parent"]) for m in models if m.get("parent")]
 
     def validate(self, path) -> AdapterInfo:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from harness.errors import SkillsweepError
 from harness.paths import skillsweep_home
 from serve.engine_watch import EngineSample, fetch_metrics
 from serve.hardware import serving_dtype
@@ -32,7 +33,7 @@ OWNER_ENV = "SKILLSWEEP_OWNER"
 COMPACT_JSON_ARGS = ("--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}')
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(SkillsweepError, RuntimeError):
     """The server exited or never became healthy; the message carries its log tail."""
 
     def __init__(self, message: str, log_tail: str, log_path: Path):

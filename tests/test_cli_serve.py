@@ -59,7 +59,7 @@ def test_serve_probe_adapters_end_to_end(adapters):
         assert [x["served_name"] for x in listed] == [adapter]
 
         bad = _run("adapters", "add", "--url", url, f"bad={adapters['missing']}", check=False)
-        assert bad.returncode == 1 and "[missing-path]" in bad.stderr
+        assert bad.returncode == 2 and "[missing-path]" in bad.stderr
         chat = subprocess.run([*CLI, "chat", "--url", url, "--model", adapter, "--max-tokens", "8"],
                               input="hello\n/exit\n", capture_output=True, text=True, timeout=120)
         assert chat.returncode == 0 and chat.stdout.strip()
@@ -72,6 +72,6 @@ def test_serve_probe_adapters_end_to_end(adapters):
 
 def test_serve_refuses_bad_adapter_before_starting(adapters):
     result = _run("serve", "--model", "local:tiny-qwen3", "--adapter", f"x={adapters['mts']}", check=False)
-    assert result.returncode == 1 and "[modules-to-save]" in result.stderr
+    assert result.returncode == 2 and "[modules-to-save]" in result.stderr
     result = _run("serve", "--model", "local:tiny-qwen3", "--adapter", "no-equals-sign", check=False)
-    assert result.returncode == 1 and "expected NAME=PATH" in result.stderr
+    assert result.returncode == 2 and "expected NAME=PATH" in result.stderr

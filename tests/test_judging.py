@@ -162,4 +162,4 @@ def test_judge_cli_deterministic(tmp_path):
     assert set(pl.read_parquet(run / "verdicts.parquet")["judge_label"]) == {"deterministic", "second"}
     bad = subprocess.run([sys.executable, "-m", "harness.cli", "judge", str(run), "--mode", "llm-only"],
                          capture_output=True, text=True)
-    assert bad.returncode == 1 and "needs --judge MODEL" in bad.stderr
+    assert bad.returncode == 2 and "needs --judge MODEL" in bad.stderr

@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.yaml_models import load_yaml_model
+from harness.errors import SkillsweepError
+from harness.yaml_models import Seeds, beside, load_yaml_model
 
 
 class _Strict(BaseModel):
@@ -42,17 +43,18 @@ class Recipe(_Strict):
     corpus: str
     transforms: list[dict] = [{"kind": "curated-only"}]
     chat_template: Literal["own", "chatml"] = "own"
-    seeds: list[int] = [0]
+    seeds: Seeds = Field([0], min_length=1)
     lora: LoraParams = LoraParams()
     partial: PartialParams = PartialParams()
     training: TrainParams = TrainParams()
 
 
-class RecipeError(ValueError):
+class RecipeError(SkillsweepError, ValueError):
     pass
 
 
 def load_recipe(path: str | Path) -> Recipe:
+    """A recipe file; the corpus and transform sources it names are relative to the file."""
     from train.corpus_transforms import TRANSFORMS
 
     path = Path(path)
@@ -61,4 +63,6 @@ def load_recipe(path: str | Path) -> Recipe:
         if step.get("kind") not in TRANSFORMS:
             raise RecipeError(f"{path}, field 'transforms.{i}.kind': {step.get('kind')!r} is not one of "
                               f"{', '.join(TRANSFORMS)}")
-    return recipe
+        if isinstance(step.get("source"), str):
+            step["source"] = beside(path, step["source"])
+    return recipe.model_copy(update={"corpus": beside(path, recipe.corpus)})

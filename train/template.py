@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import re
 
+from harness.errors import SkillsweepError
+
 END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "</s>", "<|end|>")
 _GEN = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _EXPR = re.compile(r"\{\{-?(?P<body>.*?)-?\}\}", re.S)
 _CONTENT = re.compile(r"""message(?:\[['"]content['"]\]|\.content)""")
 
 
-class TemplatePatchError(ValueError):
+class TemplatePatchError(SkillsweepError, ValueError):
     pass
 
 

@@ -24,35 +24,59 @@ def _validation_error(file: Path, record: str, exc: ValidationError) -> BenchErr
     return BenchError(str(file), record, field, first["msg"])
 
 
-def _read_jsonl(file: Path) -> Iterable[tuple[int, dict]]:
+def _decode(file: Path, data: bytes, record: str | None) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        where = record or f"line {line}"
+        raise BenchError(str(file), where, None, f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset "
+                                                 f"{exc.start}; save the file as UTF-8") from None
+
+
+def _read_bytes(file: Path) -> bytes:
     if not file.is_file():
         raise BenchError(str(file), None, None, "file not found")
-    for lineno, line in enumerate(file.read_text().splitlines(), 1):
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise BenchError(str(file), None, None, f"cannot read: {exc.strerror or exc}") from None
+
+
+def _read_jsonl(file: Path) -> Iterable[tuple[int, dict]]:
+    for lineno, raw in enumerate(_read_bytes(file).split(b"\n"), 1):
+        line = _decode(file, raw, f"line {lineno}")
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-        except ValueError as exc:
-            raise BenchError(str(file), f"line {lineno}", None, f"not valid JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise BenchError(str(file), f"line {lineno}", None, f"not valid JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise BenchError(str(file), f"line {lineno}", None, "expected a JSON object")
         yield lineno, obj
 
 
-def _read_json_array(file: Path) -> list:
-    if not file.is_file():
-        raise BenchError(str(file), None, None, "file not found")
+def _read_json(file: Path, kind: type, what: str):
     try:
-        data = json.loads(file.read_text())
-    except ValueError as exc:
-        raise BenchError(str(file), None, None, f"not valid JSON: {exc}") from exc
-    if not isinstance(data, list):
-        raise BenchError(str(file), None, None, "expected a JSON array of records")
+        data = json.loads(_decode(file, _read_bytes(file), None))
+    except (ValueError, RecursionError) as exc:
+        raise BenchError(str(file), None, None, f"not valid JSON: {exc}") from None
+    if not isinstance(data, kind):
+        raise BenchError(str(file), None, None, f"expected {what}")
     return data
 
 
-def _assemble(name: str, skills: list[tuple[str, str, Skill]], tasks: list[tuple[str, str, Task]]) -> Bench:
-    """Cross-record checks: unique names and uids, every task's skill exists."""
+def _read_json_array(file: Path) -> list:
+    return _read_json(file, list, "a JSON array of records")
+
+
+def _assemble(name: str, skills: list[tuple[str, str, Skill]], tasks: list[tuple[str, str, Task]],
+              files: tuple[Path, Path]) -> Bench:
+    """Cross-record checks: some skills and tasks, unique names and uids, every task's skill exists."""
+    for file, records in zip(files, (skills, tasks)):
+        if not records:
+            raise BenchError(str(file), None, None, "no records: a bench needs at least one skill and one task")
     by_name: dict[str, Skill] = {}
     for file, record, skill in skills:
         if skill.name in by_name:
@@ -71,17 +95,18 @@ def _assemble(name: str, skills: list[tuple[str, str, Skill]], tasks: list[tuple
 def _native_records(file: Path, model, key: str) -> list[tuple[str, str, object]]:
     out = []
     for lineno, obj in _read_jsonl(file):
-        record = f"line {lineno} ({obj.get(key, '?')})"
+        record = f"line {lineno} ({str(obj.get(key, '?'))[:80]})"
         try:
-            out.append((str(file), record, model(**obj)))
+            out.append((str(file), record, model.model_validate(obj)))
         except ValidationError as exc:
             raise _validation_error(file, record, exc) from None
     return out
 
 
 def load_native(folder: Path, name: str | None = None) -> Bench:
-    return _assemble(name or folder.name, _native_records(folder / "skills.jsonl", Skill, "name"),
-                     _native_records(folder / "tasks.jsonl", Task, "uid"))
+    files = (folder / "skills.jsonl", folder / "tasks.jsonl")
+    return _assemble(name or folder.name, _native_records(files[0], Skill, "name"),
+                     _native_records(files[1], Task, "uid"), files)
 
 
 def write_native(bench: Bench, folder: Path) -> None:
@@ -134,13 +159,15 @@ def _study_task(raw: dict, split: str, skill_map: dict[str, str]) -> Task:
 def _convert(file: Path, raws: list, make, key: str) -> list:
     out = []
     for index, raw in enumerate(raws):
-        record = f"#{index} ({raw.get(key, '?') if isinstance(raw, dict) else '?'})"
+        record = f"#{index} ({str(raw.get(key, '?'))[:80] if isinstance(raw, dict) else '?'})"
         if not isinstance(raw, dict):
             raise BenchError(str(file), record, None, "expected a JSON object")
         try:
             out.append((str(file), record, make(raw)))
         except KeyError as exc:
             raise BenchError(str(file), record, exc.args[0], "required field missing") from None
+        except (TypeError, AttributeError) as exc:  # a field of the wrong JSON type
+            raise BenchError(str(file), record, None, f"a field has the wrong type: {exc}") from None
         except ValueError as exc:
             if isinstance(exc, ValidationError):
                 raise _validation_error(file, record, exc) from None
@@ -156,14 +183,14 @@ def load_study(folder: Path, name: str | None = None) -> Bench:
     skill_map: dict[str, str] = {}
     map_file = folder / "task_skill_map_eval.json"
     if map_file.is_file():
-        skill_map = json.loads(map_file.read_text())
+        skill_map = _read_json(map_file, dict, "a JSON object mapping task uids to skill names")
     tasks = []
     for split, filename in (("train", "tasks_train.json"), ("eval", "tasks_eval.json")):
         file = folder / filename
         if file.is_file() or split == "eval":
             tasks += _convert(file, _read_json_array(file),
                               lambda raw, s=split: _study_task(raw, s, skill_map), "task_uid")
-    return _assemble(name or folder.name, skills, tasks)
+    return _assemble(name or folder.name, skills, tasks, (folder / "skills.json", folder / "tasks_eval.json"))
 
 
 def load_bench(spec: str | Path) -> Bench:

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from harness.errors import SkillsweepError
+
 
 class QueryType(str, Enum):
     YES_NO = "YES_NO"
@@ -19,7 +21,7 @@ class QueryType(str, Enum):
     FREE_FORM = "FREE_FORM"
 
 
-class BenchError(ValueError):
+class BenchError(SkillsweepError, ValueError):
     """A bench file that cannot be used; names the file, the record and the field."""
 
     def __init__(self, file: str, record: str | None, field: str | None, message: str):
@@ -65,13 +67,25 @@ class Task(_Record):
         return v
 
 
+SPLITS = ("eval", "train", "all")
+
+
 class Bench(_Record):
     name: str
     skills: dict[str, Skill]
     tasks: tuple[Task, ...]
 
     def split(self, split: str | None) -> list[Task]:
-        return [t for t in self.tasks if split in (None, "all") or t.split == split]
+        """The tasks of a split; an unknown or empty split is an error (it would plan no work)."""
+        if split is not None and split not in SPLITS:
+            raise BenchError(f"bench {self.name!r}", None, None,
+                             f"unknown split {split!r}: expected {', '.join(SPLITS)}")
+        tasks = [t for t in self.tasks if split in (None, "all") or t.split == split]
+        if not tasks:
+            present = sorted({t.split for t in self.tasks})
+            raise BenchError(f"bench {self.name!r}", None, None,
+                             f"no tasks in split {split!r} (splits present: {', '.join(present) or 'none'})")
+        return tasks
 
     def skill_of(self, task: Task) -> Skill:
         return self.skills[task.skill]

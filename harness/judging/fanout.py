@@ -44,6 +44,24 @@ class AdaptiveLimiter:
             self._successes = 0
 
 
+# litellm reports a refused connection as an InternalServerError (status 500); these texts in
+# the exception or its causes say what really happened.
+_CONNECT_FAILURES = ("Cannot connect to host", "Connect call failed", "Connection refused",
+                     "Name or service not known", "nodename nor servname", "Temporary failure in name resolution")
+
+
+def _connection_failed(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, ConnectionError) or "Connection" in type(link).__name__ \
+                or any(m in str(link) for m in _CONNECT_FAILURES):
+            return True
+        link = link.__cause__ or link.__context__
+    return False
+
+
 def classify(exc: BaseException) -> str | None:
     """The retry class of a failure, or None when retrying cannot help."""
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
@@ -54,10 +72,10 @@ def classify(exc: BaseException) -> str | None:
         return "rate_limited"
     if "Timeout" in name or status == 408:
         return "timeout"
+    if _connection_failed(exc):
+        return "connection"
     if isinstance(status, int) and status >= 500 or name in ("InternalServerError", "ServiceUnavailableError"):
         return "server_error"
-    if "Connection" in name:
-        return "connection"
     return None
 
 

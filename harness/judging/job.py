@@ -16,6 +16,7 @@ import os
 import time
 import uuid
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
@@ -30,7 +31,13 @@ from harness.judging.extract import DETERMINISTIC_TYPES, EXTRACTOR_VERSION, judg
 from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
 from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, VERDICT_SCHEMA, UnparseableReply, judge_messages, parse_reply
 from harness.judging.verdict import Verdict
-from harness.runstore import RunStore, run_dir
+from harness.errors import SkillsweepError
+from harness.runstore import RunStore, TableMissing, read_manifest, read_table, run_dir
+
+
+class JudgeError(SkillsweepError, ValueError):
+    """A judge request that cannot be carried out as asked."""
+
 
 Mode = Literal["det-mixed", "llm-only", "deterministic"]
 MODES = ("det-mixed", "llm-only", "deterministic")
@@ -63,6 +70,8 @@ class JudgeStats:
     passed: int = 0
     failed: int = 0
     unscored: int = 0
+    llm_verdicts: int = 0  # verdicts that needed the LLM judge
+    llm_call_failed: int = 0  # ... of which the call failed outright (no reply to score)
     parse_retries: int = 0
     cost_usd: float = 0.0
     unscored_reasons: Counter = field(default_factory=Counter)
@@ -121,7 +130,7 @@ class LLMJudge:
             return
         missing = litellm.validate_environment(model=self.req.judge_model).get("missing_keys") or []
         if missing:
-            raise ValueError(f"judge {self.req.judge_model!r} needs {', '.join(missing)} in the environment "
+            raise JudgeError(f"judge {self.req.judge_model!r} needs {', '.join(missing)} in the environment "
                              "(or SKILLSWEEP_JUDGE_API_KEY)")
 
     def _kwargs(self, messages: list[dict]) -> dict:
@@ -155,6 +164,7 @@ class LLMJudge:
             except CallFailed as exc:
                 usage["attempts"] += exc.attempts
                 self._log_call(vid, "failed", exc.attempts, None, time.perf_counter() - started, exc.reason)
+                self.stats.llm_call_failed += 1
                 return Verdict.unscored(self.req.judge_model, f"judge call failed: {exc.reason}"), usage
             usage["attempts"] += attempts
             elapsed = time.perf_counter() - started
@@ -221,27 +231,45 @@ def default_label(req: JudgeRequest) -> str:
     return f"{req.mode}:{req.judge_model.split('/')[-1]}"
 
 
+def _check_one_judge(latest: dict[str, dict], label: str, req: JudgeRequest) -> None:
+    """A verdict set holds one judge configuration: refuse to add another judge or mode to it."""
+    judge = req.judge_model if req.mode != "deterministic" else None
+    for row in latest.values():
+        if row.get("judge_label") != label:
+            continue
+        if row.get("mode") != req.mode:
+            raise JudgeError(f"verdict set {label!r} was judged in mode {row.get('mode')}, not {req.mode}: "
+                             "pass another --label for a new verdict set")
+        if row.get("judge_kind") == "llm" and judge and row.get("judge") != judge:
+            raise JudgeError(f"verdict set {label!r} was judged by {row.get('judge')}; --judge {judge} would mix "
+                             "two judges in one set: pass another --label for a new verdict set")
+
+
 def run_judging(req: JudgeRequest, progress=None) -> dict:
     if req.mode not in MODES:
-        raise ValueError(f"mode {req.mode!r}: expected one of {', '.join(MODES)}")
+        raise JudgeError(f"mode {req.mode!r}: expected one of {', '.join(MODES)}")
     if req.mode != "deterministic" and not req.judge_model:
-        raise ValueError(f"mode {req.mode!r} needs --judge MODEL (a litellm model string)")
+        raise JudgeError(f"mode {req.mode!r} needs --judge MODEL (a litellm model string)")
     folder = run_dir(req.run)
-    episodes_file = folder / "episodes.parquet"
-    if not episodes_file.is_file():
-        raise FileNotFoundError(f"{episodes_file}: no episodes to judge (run `skillsweep generate` first)")
-    episodes = pl.read_parquet(episodes_file)
-    manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else {}
+    try:
+        episodes = read_table(folder)
+    except TableMissing:
+        raise TableMissing(f"{folder / 'episodes.parquet'}: no episodes to judge "
+                           "(run `skillsweep generate` first)") from None
+    if not len(episodes):
+        raise JudgeError(f"{folder / 'episodes.parquet'}: no episodes to judge (run `skillsweep generate` first)")
+    manifest = read_manifest(folder)
     bench_spec = req.bench or (manifest.get("bench") or {}).get("spec")
     if not bench_spec:
-        raise ValueError(f"{folder}/manifest.json names no bench; pass --bench")
+        raise JudgeError(f"{folder}/manifest.json names no bench; pass --bench")
     bench = load_bench(bench_spec)
     tasks = {t.uid: t for t in bench.tasks}
     label = default_label(req)
     stats = JudgeStats(episodes=len(episodes))
-    with RunStore(folder, "verdicts", "verdict_id", keep="last") as store, \
-            RunStore(folder, "judge_calls", "call_id") as calls:
+    with RunStore(folder, "verdicts", "verdict_id", keep="last") as store, ExitStack() as stack:
         latest = store.latest()
+        _check_one_judge(latest, label, req)  # before the call log exists: a refusal writes nothing
+        calls = stack.enter_context(RunStore(folder, "judge_calls", "call_id"))
         todo = []
         for ep in episodes.iter_rows(named=True):
             vid = verdict_id(ep["cell_id"], label, req.mode)
@@ -261,6 +289,7 @@ def run_judging(req: JudgeRequest, progress=None) -> dict:
             if task is None:
                 verdict = Verdict.unscored("none", f"task {ep['task_uid']} is not in bench {bench.name}")
             elif llm:
+                stats.llm_verdicts += 1
                 verdict, usage = await judge.judge(vid, judge_messages(
                     question=task.question, passage=task.passage, expected=task.expected,
                     must_identify=task.must_identify, correct_conclusion=task.correct_conclusion,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from harness.errors import SkillsweepError
 from harness.models.smollm2 import build_smollm2
 from harness.models.tiny import build_tiny_qwen3
 from harness.paths import models_dir
@@ -31,7 +32,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HF_CACHE_SNAPSHOT = re.compile(r"models--([^/]+)--([^/]+)/snapshots/")
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(SkillsweepError, LookupError):
     """A model reference that names nothing this machine can load."""
 
 
@@ -182,22 +183,35 @@ def model_identity(location: str | os.PathLike) -> str:
     return text
 
 
-def resolve(ref: str, root: Path | None = None) -> ResolvedModel:
-    """Turn a model reference into something vLLM, transformers and PEFT can load."""
+def check_reference(ref: str) -> Literal["local", "path", "hub"]:
+    """What kind of reference ``ref`` is, failing as :func:`resolve` would but offline and
+    without building anything: a hub id is only checked for its form."""
     if ref.startswith(LOCAL_PREFIX):
-        name = ref[len(LOCAL_PREFIX):]
-        path = prepare(name, root)
-        return ResolvedModel(ref, "local", str(path), LOCAL_PREFIX + name)
+        _builtin(ref[len(LOCAL_PREFIX):])
+        return "local"
     path = Path(ref).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelNotFound(f"model path {path} has no config.json: not an HF checkpoint")
-        return ResolvedModel(ref, "path", str(path.resolve()), model_identity(path))
+        return "path"
     if _HUB_ID.match(ref) and not ref.startswith((".", "/", "~")):
-        return ResolvedModel(ref, "hub", _fetch_from_hub(ref), ref)
+        return "hub"
     raise ModelNotFound(
         f"model '{ref}' is neither local:<name>, an existing path, nor a hub id (org/name)"
     )
+
+
+def resolve(ref: str, root: Path | None = None) -> ResolvedModel:
+    """Turn a model reference into something vLLM, transformers and PEFT can load."""
+    kind = check_reference(ref)
+    if kind == "local":
+        name = ref[len(LOCAL_PREFIX):]
+        path = prepare(name, root)
+        return ResolvedModel(ref, "local", str(path), LOCAL_PREFIX + name)
+    if kind == "path":
+        path = Path(ref).expanduser()
+        return ResolvedModel(ref, "path", str(path.resolve()), model_identity(path))
+    return ResolvedModel(ref, "hub", _fetch_from_hub(ref), ref)
 
 
 def _fetch_from_hub(repo_id: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from itertools import combinations
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from harness.pairing import assert_matched_path
-from harness.runstore import run_dir
+from harness.runstore import TableMissing, read_manifest, read_table, run_dir
 from harness.stats.across import cross_model, sft_decomposition
 from harness.stats.paired import N_BOOT, bonferroni, holm, model_stats, paired_outcomes
 from harness.stats.per_skill import cluster_summary, per_skill, spearman_delta_vs_baseline
@@ -18,10 +17,12 @@ from harness.stats.seeds import group_of, seed_summary
 
 
 def load_verdicts(run: str | Path) -> pl.DataFrame:
-    path = run_dir(run) / "verdicts.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no verdicts (run `skillsweep judge` or `skillsweep import` first)")
-    return pl.read_parquet(path)
+    folder = run_dir(run)
+    try:
+        return read_table(folder, "verdicts", "verdict_id", keep="last")
+    except TableMissing:
+        raise TableMissing(f"{folder / 'verdicts.parquet'}: no verdicts "
+                           "(run `skillsweep judge` or `skillsweep import` first)") from None
 
 
 def choose_judge(verdicts: pl.DataFrame, judge: str | None) -> str:
@@ -36,8 +37,7 @@ def choose_judge(verdicts: pl.DataFrame, judge: str | None) -> str:
 
 
 def models_meta(run: str | Path) -> dict:
-    manifest = run_dir(run) / "manifest.json"
-    return json.loads(manifest.read_text()).get("models", {}) if manifest.exists() else {}
+    return read_manifest(run_dir(run)).get("models", {})
 
 
 def _stage(frame: pl.DataFrame) -> str:
