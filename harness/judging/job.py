@@ -84,7 +84,7 @@ def verdict_id(cell_id: str, label: str, mode: str) -> str:
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
 
 
-def _reason_class(reason: str) -> str:
+def reason_class(reason: str) -> str:
     return reason.split(":")[0][:60]
 
 
@@ -278,7 +278,7 @@ def run_judging(req: JudgeRequest, progress=None) -> dict:
             stats.cost_usd += usage.get("cost_usd", 0.0) or 0.0
             if verdict.passed is None:
                 stats.unscored += 1
-                stats.unscored_reasons[_reason_class(verdict.unscored_reason)] += 1
+                stats.unscored_reasons[reason_class(verdict.unscored_reason)] += 1
             elif verdict.passed:
                 stats.passed += 1
             else:
