@@ -89,6 +89,10 @@ def _plots(stats: dict, out: Path, agree: dict | None) -> list[tuple[str, str]]:
         # A Δ of 0 draws no bar; the marker shows every skill's value anyway.
         ax.scatter(frame["delta"].to_list(), range(len(frame)), c=colors, s=14, zorder=3, edgecolors="black",
                    linewidths=0.4)
+        # Bars stick to x = 0; pad the axis so a marker at 0 (or at an extreme) is not cut.
+        values = [d for d in frame["delta"].to_list() if d is not None] + [0.0]
+        pad = max(0.05, 0.08 * (max(values) - min(values)))
+        ax.set_xlim(min(values) - pad, max(values) + pad)
         ax.invert_yaxis()
         ax.tick_params(axis="y", labelsize=6)
         ax.axvline(0, color="black", lw=0.6)
@@ -265,7 +269,7 @@ def findings(folder: Path, stats: dict, verdicts: pl.DataFrame) -> list[str]:
 def browser_section(folder: Path) -> str:
     """The run browser for report.html; empty for a run without episodes (a bare import)."""
     try:
-        return "<h2>Responses</h2>" + view_fragment(build_payload(folder))
+        return view_fragment(build_payload(folder))
     except FileNotFoundError:
         return ""
 

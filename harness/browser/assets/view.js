@@ -173,7 +173,7 @@
     const A = cells[a], B = cells[b];
     const diff = wordDiff(A.final, B.final);
     const column = (c, label, words) => el("div", {},
-      el("h4", {}, label + " ", D.judges.map((j) => [badge(c, j), " "])),
+      el("h4", {}, label + " · ", D.judges.map((j) => [j + ": ", badge(c, j), "  "])),
       el("pre", {}, words || c.final || ""));
     return el("section", {class: cls},
       el("h3", {}, title, A.final === B.final ? " (byte-identical)" : ""),
