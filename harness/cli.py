@@ -573,6 +573,27 @@ def report(
         raise _fail(str(exc))
 
 
+@app.command()
+def view(
+    run: Annotated[str, typer.Argument(help="run name or path")],
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0: a free one)")] = 0,
+) -> None:
+    """Browse a run's cells, responses and verdicts in a local web page (127.0.0.1); Ctrl-C stops it."""
+    from harness.browser.server import make_server
+
+    try:
+        server = make_server(run, port)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise _fail(str(exc))
+    print(f"http://127.0.0.1:{server.server_address[1]}/", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 @corpus_app.command("build")
 def corpus_build(
     teacher: Annotated[str, typer.Option(help="a litellm model (anthropic/…, openrouter/…) or, with --teacher-url, a served name")],

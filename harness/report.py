@@ -1,7 +1,10 @@
 """``skillsweep report``: tables in the spirit of the study's Tables 1, 2, 4 and 7, and plots.
 
 Writes ``report.md`` (PNG files beside it) and ``report.html`` (the same, with the images
-embedded, so one file can be sent around). Statistics come from :mod:`harness.stats.job`.
+embedded and the run browser of :mod:`harness.browser` below, so one file can be sent around).
+Statistics come from :mod:`harness.stats.job`. The findings section says in words what the
+numbers say, including when an effect is null, how many verdicts are unscored and why, and
+how many response pairs are byte-identical (pairs that cannot differ in verdict).
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from pathlib import Path
 
 import polars as pl
 
+from harness.browser.data import build_payload
+from harness.browser.page import view_fragment
 from harness.judging.agreement import agreement
+from harness.judging.job import reason_class
 from harness.runstore import run_dir
 from harness.stats.job import choose_judge, compute, load_verdicts, models_meta
 
@@ -53,11 +59,18 @@ def _plots(stats: dict, out: Path, agree: dict | None) -> list[tuple[str, str]]:
         pts = sorted(pre, key=lambda t: pos[t[0]])
         ax.plot([pos[x] for x, _, _ in pts], [d for _, d, _ in pts], "o-", label="pre-SFT")
     if post:
-        ax.plot([pos[x] for x, _, _ in post], [d for _, d, _ in post], "s", color="tab:red", label="post-SFT")
+        # Offset each post-SFT point to the right of its size so none hides the pre-SFT point.
+        seen: dict = {}
+        xy = []
         for x, d, l in post:
-            ax.annotate(l, (pos[x], d), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            seen[x] = seen.get(x, 0) + 1
+            xy.append((pos[x] + 0.12 * seen[x], d, l))
+        ax.plot([x for x, _, _ in xy], [d for _, d, _ in xy], "s", color="tab:red", label="post-SFT")
+        for x, d, l in xy:
+            ax.annotate(l, (x, d), textcoords="offset points", xytext=(5, 4), fontsize=7)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(range(len(xs)), [str(x) for x in xs], fontsize=8)
+    ax.set_xlim(-0.5, len(xs) - 0.2)
     ax.set_ylabel("Δ = curated − baseline")
     ax.set_title("Procedural Δ by model (pre-SFT trajectory, post-SFT points)", fontsize=9)
     ax.legend(fontsize=8)
@@ -73,6 +86,13 @@ def _plots(stats: dict, out: Path, agree: dict | None) -> list[tuple[str, str]]:
         fig, ax = plt.subplots(figsize=(7, max(2.5, 0.18 * len(frame) + 1)))
         colors = ["tab:green" if c == "lift" else "tab:red" if c == "regression" else "tab:grey" for c in frame["cluster"]]
         ax.barh(frame["skill"].cast(pl.Utf8).fill_null("?").to_list(), frame["delta"].to_list(), color=colors)
+        # A Δ of 0 draws no bar; the marker shows every skill's value anyway.
+        ax.scatter(frame["delta"].to_list(), range(len(frame)), c=colors, s=14, zorder=3, edgecolors="black",
+                   linewidths=0.4)
+        # Bars stick to x = 0; pad the axis so a marker at 0 (or at an extreme) is not cut.
+        values = [d for d in frame["delta"].to_list() if d is not None] + [0.0]
+        pad = max(0.05, 0.08 * (max(values) - min(values)))
+        ax.set_xlim(min(values) - pad, max(values) + pad)
         ax.invert_yaxis()
         ax.tick_params(axis="y", labelsize=6)
         ax.axvline(0, color="black", lw=0.6)
@@ -82,7 +102,13 @@ def _plots(stats: dict, out: Path, agree: dict | None) -> list[tuple[str, str]]:
         fig.savefig(out / f"skills_{safe}.png", dpi=110)
         plt.close(fig)
         fig, ax = plt.subplots(figsize=(4.5, 3.5))
-        ax.scatter(frame["baseline"].to_list(), frame["delta"].to_list(), alpha=0.7)
+        # Skills often share a (baseline, Δ) point; size and a count show how many.
+        points = frame.group_by("baseline", "delta").len()
+        ax.scatter(points["baseline"].to_list(), points["delta"].to_list(), s=[20 + 15 * k for k in points["len"]],
+                   alpha=0.7)
+        for x, y, k in points.iter_rows():
+            if k > 1:
+                ax.annotate(f"×{k}", (x, y), textcoords="offset points", xytext=(6, 3), fontsize=7)
         rho = skills["spearman_all"]["rho"]
         ax.set_xlabel("per-skill baseline pass rate")
         ax.set_ylabel("per-skill Δ")
@@ -98,6 +124,9 @@ def _plots(stats: dict, out: Path, agree: dict | None) -> list[tuple[str, str]]:
         ax.bar(range(len(labels)), [agree["models"][l]["kappa"] or 0 for l in labels], color="tab:blue", label="κ")
         ax.plot(range(len(labels)), [agree["models"][l]["agreement"] or 0 for l in labels], "o", color="tab:orange",
                 label="raw agreement")
+        for i, l in enumerate(labels):  # a κ of 0 (or none) draws no bar: say its value
+            ax.annotate(_f(agree["models"][l]["kappa"], digits=2), (i, agree["models"][l]["kappa"] or 0),
+                        textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
         ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=20)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"Judge agreement: {agree['judge_a']} vs {agree['judge_b']}", fontsize=9)
@@ -146,6 +175,105 @@ def _tables(stats: dict, agree: dict | None) -> list[tuple[str, list[str], list[
     return tables
 
 
+def effect_sentences(stats: dict) -> list[str]:
+    """Each model's Δ in words, with its CI and n; a CI containing 0 is called a null effect."""
+    out = []
+    for label, m in stats["models"].items():
+        n, ci = m["n"], m["delta_ci95"]
+        if not n or not ci or ci[0] is None:
+            out.append(f"{label}: no task has a scored verdict in both conditions, so Δ cannot be estimated "
+                       f"({m['unscored_excluded']} verdicts unscored, {m.get('dropped_tasks', 0)} tasks dropped).")
+            continue
+        mc = m["mcnemar"]
+        tail = f"Δ = {m['delta']:+.3f}, 95% CI {_ci(ci)}, n = {n} paired tasks, McNemar p = {_p(mc['p'])}"
+        if ci[0] <= 0 <= ci[1]:
+            same = (" No task changed outcome between the conditions." if mc.get("b", 0) + mc.get("c", 0) == 0 else "")
+            out.append(f"{label}: no detectable effect of the curated skill ({tail}); the CI contains 0.{same}")
+        else:
+            out.append(f"{label}: the curated skill {'raises' if m['delta'] > 0 else 'lowers'} the pass rate ({tail}).")
+    for post, d in stats.get("decomposition", {}).items():
+        lo, hi = d.get("delta_lift_ci95") or (None, None)
+        if lo is None:
+            continue
+        verdict = "no detectable SFT lift" if lo <= 0 <= hi else ("an SFT lift" if d["delta_lift"] > 0 else "an SFT loss")
+        out.append(f"{post} vs {d['pre']}: {verdict} (Δ-lift = {d['delta_lift']:+.3f}, 95% CI {_ci((lo, hi))}).")
+    return out
+
+
+def unscored_sentences(verdicts: pl.DataFrame) -> list[str]:
+    """Per verdict set: how many verdicts are unscored, grouped by reason, and how many cells
+    the extractor handed to the LLM judge."""
+    out = []
+    for label in sorted(verdicts["judge_label"].unique().to_list()):
+        rows = verdicts.filter(pl.col("judge_label") == label)
+        unscored = rows.filter(pl.col("passed").is_null())
+        reasons = (unscored.select(pl.col("unscored_reason").fill_null("no reason recorded")
+                                   .map_elements(reason_class, return_dtype=pl.Utf8).alias("reason"))
+                   .group_by("reason").len().sort(["len", "reason"], descending=[True, False]))
+        why = "; ".join(f"{k} × {r}" for r, k in reasons.iter_rows())
+        line = f"{label}: {len(unscored)} of {len(rows)} verdicts unscored" + (f" ({why})" if why else "")
+        if "escalated_from" in rows.columns:
+            escalated = rows["escalated_from"].drop_nulls().len()
+            if escalated:
+                line += f"; {escalated} cells the extractor was unsure of went to the LLM judge"
+        out.append(line + ".")
+    return out
+
+
+def identical_pairs(episodes: pl.DataFrame) -> dict:
+    """How many baseline/curated pairs (same model, task) and base/adapter pairs (same base,
+    task, condition) have byte-identical responses; per model label."""
+    columns = ["model_label", "base_model", "adapter_hash", "task_uid", "condition", "response"]
+    if not set(columns) <= set(episodes.columns):
+        episodes = pl.DataFrame(schema={c: pl.Utf8 for c in columns})
+    # Imported runs may carry no response text; empty responses say nothing about sameness.
+    rows = (episodes.select(*columns[:-1], pl.col("response").cast(pl.Utf8).alias("text"))
+            .filter(pl.col("text").is_not_null() & (pl.col("text") != "")))
+    bl = rows.filter(pl.col("condition") == "baseline")
+    cu = rows.filter(pl.col("condition") == "curated")
+    blcu = bl.join(cu, on=["model_label", "task_uid"], suffix="_cu")
+    base = rows.filter(pl.col("adapter_hash").is_null())
+    adapted = rows.filter(pl.col("adapter_hash").is_not_null())
+    ba = adapted.join(base, on=["base_model", "task_uid", "condition"], suffix="_base")
+
+    def count(frame: pl.DataFrame, other: str) -> dict:
+        per = (frame.group_by("model_label").agg(pl.len().alias("pairs"),
+                                                 (pl.col("text") == pl.col(other)).sum().alias("identical"))
+               .sort("model_label"))
+        return {"pairs": int(per["pairs"].sum() or 0), "identical": int(per["identical"].sum() or 0),
+                "models": {r["model_label"]: {"pairs": r["pairs"], "identical": r["identical"]}
+                           for r in per.iter_rows(named=True)}}
+
+    return {"baseline_curated": count(blcu, "text_cu"), "base_adapter": count(ba, "text_base")}
+
+
+def identical_sentence(probe: dict) -> str:
+    def part(name: str, d: dict) -> str:
+        if not d["pairs"]:
+            return f"{name}: no pairs with responses in this run"
+        each = ", ".join(f"{m} {v['identical']}/{v['pairs']}" for m, v in d["models"].items())
+        return f"{name}: {d['identical']} of {d['pairs']} pairs byte-identical ({each})"
+    return (f"Identical responses: {part('baseline/curated', probe['baseline_curated'])}; "
+            f"{part('base/adapter', probe['base_adapter'])}. An identical pair cannot differ in verdict, "
+            "so many of them pull Δ toward 0.")
+
+
+def findings(folder: Path, stats: dict, verdicts: pl.DataFrame) -> list[str]:
+    lines = effect_sentences(stats) + unscored_sentences(verdicts)
+    episodes = folder / "episodes.parquet"
+    if episodes.is_file():
+        lines.append(identical_sentence(identical_pairs(pl.read_parquet(episodes))))
+    return lines
+
+
+def browser_section(folder: Path) -> str:
+    """The run browser for report.html; empty for a run without episodes (a bare import)."""
+    try:
+        return view_fragment(build_payload(folder))
+    except FileNotFoundError:
+        return ""
+
+
 def render_report(run: str | Path, judge: str | None = None, judge_b: str | None = None,
                   allow_path_mismatch: bool = False) -> dict:
     folder = run_dir(run)
@@ -160,17 +288,20 @@ def render_report(run: str | Path, judge: str | None = None, judge_b: str | None
     tables = _tables(stats, agree)
     single = stats["single_seed_models"]
     note = (f"Single-seed models: {', '.join(single)}. Their tests are within-seed only." if single else "")
+    said = findings(folder, stats, verdicts)
     md = [f"# skillsweep report: {folder.name}", "", f"Judge: **{judge}**" + (f"; agreement vs **{other}**" if other else ""),
-          "", note, ""]
+          "", note, "", "## Findings", ""] + [f"- {line}" for line in said] + [""]
     for title, head, rows, caption in tables:
         md += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         md += ["| " + " | ".join(r) + " |" for r in rows]
         md += ["", caption, ""] if caption else [""]
     md += ["## Plots", ""] + [f"![{alt}]({name})" for name, alt in images]
+    md += ["", "## Responses", "", f"Browse every cell in report.html, or run `skillsweep view {folder}`."]
     (folder / "report.md").write_text("\n".join(md) + "\n")
     body = [f"<h1>skillsweep report: {html.escape(folder.name)}</h1>",
             f"<p>Judge: <b>{html.escape(judge)}</b>" + (f"; agreement vs <b>{html.escape(other)}</b>" if other else "") + "</p>",
-            f"<p>{html.escape(note)}</p>"]
+            f"<p>{html.escape(note)}</p>", "<h2>Findings</h2><ul id='findings'>",
+            *(f"<li>{html.escape(line)}</li>" for line in said), "</ul>"]
     for title, head, rows, caption in tables:
         body.append(f"<h2>{html.escape(title)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
         body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
@@ -180,6 +311,7 @@ def render_report(run: str | Path, judge: str | None = None, judge_b: str | None
         data = base64.b64encode((folder / name).read_bytes()).decode()
         body.append(f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
                     f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+    body.append(browser_section(folder))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:13px;margin:.5em 0}th,td{border:1px solid #bbb;padding:3px 7px}"
              "th{background:#eee}.cap{font-size:12px;color:#555}img{max-width:100%}")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.judging.extract import clean, find_answer, judge_deterministic
+from harness.judging.extract import clean, find_answer, judge_deterministic, question_options
 
 YES_NO_CASES = [
     # (response, expected, passed, rule, extracted)
@@ -110,3 +110,70 @@ def test_clean(raw, cleaned):
 
 def test_find_answer_reports_none():
     assert find_answer("nothing here") == (None, "none")
+
+
+# Phrase answers to SINGLE_WORD / RANKING: decided only when exactly one option (or the expected
+# answer) is named, un-negated; otherwise uncertain. The forms are the ones a 4B model wrote
+# where the v1 extractor read a correct answer as wrong.
+PHRASE_CASES = [
+    # (qtype, question, response, expected, outcome, extracted)
+    ("RANKING", "Who commits the sunk-cost fallacy, Ben or Ana?",
+     "ANSWER: Ben's reasoning exhibits the sunk-cost fallacy.", "Ben", True, "Ben's reasoning exhibits the sunk-cost fallacy"),
+    ("RANKING", "Which study is better controlled, Study 1 or Study 2?", "ANSWER: Study 2", "Study 2", True, "Study 2"),
+    ("SINGLE_WORD", "Which study is better controlled? Answer with the number.", "ANSWER: Study 2", "2", True, "Study 2"),
+    ("SINGLE_WORD", "What lives in the hollow? Answer with one word.", "ANSWER: A family of squirrels.", "squirrels", True,
+     "A family of squirrels"),
+    ("SINGLE_WORD", "Name the fallacy in two words.", "ANSWER: Straw-man — Calder misrepresented the claim", "straw man",
+     True, "Straw-man — Calder misrepresented the claim"),
+    ("SINGLE_WORD", "Is it a 'necessary' or a 'sufficient' condition?", "ANSWER: It is “sufficient” here", "sufficient",
+     True, "It is “sufficient” here"),
+    ("RANKING", "Which alarm is more likely real, A or B?", "ANSWER: Alarm A is a real fault", "A", True,
+     "Alarm A is a real fault"),  # the article 'a' is not option A
+    ("RANKING", "Which alarm is more likely real, A or B?", "ANSWER: Alarm B, clearly", "A", False, "Alarm B, clearly"),
+    ("SINGLE_WORD", "Name the form: 'ponens', 'tollens', or 'fallacy'.", "ANSWER: modus tollens", "ponens", False,
+     "modus tollens"),
+    # traps: both options named, a negated option, no candidate at all
+    ("RANKING", "Which alarm is more likely real, A or B?", "ANSWER: A rather than B", "A", None, "A rather than B"),
+    ("RANKING", "Who commits the fallacy, Ben or Ana?", "ANSWER: Ben and Ana both do", "Ben", None, "Ben and Ana both do"),
+    ("RANKING", "Who commits the fallacy, Ben or Ana?", "ANSWER: not Ben, I think", "Ben", None, "not Ben, I think"),
+    ("SINGLE_WORD", "Is it a 'necessary' or a 'sufficient' condition?", "ANSWER: it is not sufficient", "sufficient",
+     None, "it is not sufficient"),
+    ("RANKING", "Which alarm is more likely real, A or B?", "ANSWER: Alarm A is not the real one", "A", None,
+     "Alarm A is not the real one"),
+    ("SINGLE_WORD", "What lives in the hollow? Answer with one word.", "ANSWER: some small animals", "squirrels", None,
+     "some small animals"),
+]
+
+
+@pytest.mark.parametrize("qtype, question, response, expected, outcome, extracted", PHRASE_CASES)
+def test_phrase_answers_decided_only_when_one_option_is_named(qtype, question, response, expected, outcome, extracted):
+    v = judge_deterministic(qtype, response, expected, question_options(question))
+    assert (v.passed, v.extracted) == (outcome, extracted)
+    assert v.uncertain is (outcome is None)
+    if outcome is None:
+        assert v.unscored_reason.startswith("uncertain: the answer names") and v.rule == "answer-tag+phrase"
+    else:
+        assert v.score == float(outcome) and v.rule in ("answer-tag", "answer-tag+phrase")
+
+
+@pytest.mark.parametrize("question, options", [
+    ("Name the argument form in one word (for example 'ponens', 'tollens', or 'fallacy').", ["ponens", "tollens", "fallacy"]),
+    ("In one word, what does the critic do to the scientist's claim: 'exaggerates' or 'summarises'?",
+     ["exaggerates", "summarises"]),
+    ("Which of Lee, Mo, and Nia will go to the wrong room? Answer with the name.", ["Lee", "Mo", "Nia"]),
+    ("Which claim is true, P or Q? Answer with the letter.", ["P", "Q"]),
+    ("Which study, Study 1 or Study 2, is better?", ["Study 1", "Study 2"]),
+    ("In one word, which quality does 'graveyard' map onto the office?", []),  # one quoted word is not a choice
+    ("Which item is furthest to the right? Answer with one word.", []),
+])
+def test_question_options(question, options):
+    assert question_options(question) == options
+
+
+def test_undecided_extractions_are_uncertain_but_model_faults_are_not():
+    assert judge_deterministic("YES_NO", "ANSWER: yes and no", "yes").uncertain
+    assert judge_deterministic("SINGLE_WORD", "no tag at all", "closet").uncertain
+    assert judge_deterministic("RANKING", "ANSWER: Dee, Bo", "Dee, Bo, Cy, Ava").uncertain
+    assert not judge_deterministic("FREE_FORM", "ANSWER: x", "x").uncertain  # not the extractor's call
+    decided = judge_deterministic("SINGLE_WORD", "ANSWER: shelf", "closet")
+    assert decided.passed is False and not decided.uncertain

@@ -8,8 +8,10 @@ import pytest
 from harness.bench import load_bench
 from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
+from harness.judging.extract import EXTRACTOR_VERSION
 from harness.judging.fanout import RetryPolicy
 from harness.judging.job import JudgeRequest, run_judging
+from harness.judging.llm_judge import JUDGE_PROMPT_VERSION
 from harness.prompts import render
 
 from fault_server import FaultServer
@@ -33,13 +35,15 @@ def test_vllm_judge_one_verdict_per_episode_then_zero_calls(server, small_run, m
     verdicts = pl.read_parquet(small_run / "verdicts.parquet").filter(pl.col("judge_label") == f"tiny-{mode}")
     assert first["verdicts"] == len(episodes) == len(verdicts) == verdicts["cell_id"].n_unique()
     llm_rows = verdicts.filter(pl.col("judge_kind") == "llm")
-    expected_llm = len(episodes) if mode == "llm-only" else (episodes["query_type"] == "FREE_FORM").sum()
+    # det-mixed: FREE_FORM, plus every cell the extractor was not sure of (the tiny model's noise).
+    escalated = verdicts["escalated_from"].is_not_null().sum()
+    expected_llm = len(episodes) if mode == "llm-only" else (episodes["query_type"] == "FREE_FORM").sum() + escalated
     assert len(llm_rows) == expected_llm > 0
     assert first["stats"]["calls"] >= expected_llm
     # Constrained decoding makes even the random judge reply with parseable verdicts.
     assert llm_rows["passed"].null_count() == 0 and llm_rows["prompt_tokens"].min() > 0
     # Every row says what judged it and how.
-    assert set(verdicts["prompt_version"]) <= {"judge-v1", "extract-v1"}
+    assert set(verdicts["prompt_version"]) <= {JUDGE_PROMPT_VERSION, EXTRACTOR_VERSION}
     assert (verdicts["passed"].is_not_null() | verdicts["unscored_reason"].is_not_null()).all()
 
     second = run_judging(request)
@@ -144,6 +148,31 @@ def test_deterministic_mode_makes_no_calls(tmp_path):
     assert free["passed"].null_count() == len(free) and free["unscored_reason"].str.contains("LLM judge").all()
     # The synthetic responses state the expected answer, so every deterministic type passes.
     assert verdicts.filter(pl.col("query_type") != "FREE_FORM")["passed"].all()
+
+
+def _restate(run, response: str) -> None:
+    episodes = pl.read_parquet(run / "episodes.parquet")
+    episodes.with_columns(pl.lit(response).alias("response"), pl.lit(response).alias("final")).write_parquet(
+        run / "episodes.parquet")
+
+
+def test_uncertain_cells_go_to_the_llm_in_det_mixed_and_stay_unscored_in_deterministic(tmp_path):
+    run, n = _synthetic_run(tmp_path, labels=("m1",))
+    _restate(run, "I weighed both readings carefully and I am still torn.")  # commits to nothing
+    run_judging(JudgeRequest(run=str(run), mode="deterministic"))
+    det = pl.read_parquet(run / "verdicts.parquet")
+    assert det["passed"].null_count() == n
+    decidable = det.filter(pl.col("query_type") != "FREE_FORM")
+    assert decidable["unscored_reason"].str.contains("no (yes/no )?answer found").all()
+    assert decidable["escalated_from"].null_count() == len(decidable)
+    with FaultServer(seed=1) as fake:  # no faults: a judge that always says "pass"
+        summary = run_judging(JudgeRequest(run=str(run), mode="det-mixed", judge_model="hosted_vllm/fake",
+                                           api_base=fake.api_base, label="mixed", json_schema=False))
+    mixed = pl.read_parquet(run / "verdicts.parquet").filter(pl.col("judge_label") == "mixed")
+    assert summary["stats"]["calls"] == n and (mixed["judge_kind"] == "llm").all() and mixed["passed"].all()
+    escalated = mixed.filter(pl.col("query_type") != "FREE_FORM")
+    assert escalated["escalated_from"].str.contains(r"^(last-sentence|none): no (yes/no )?answer found$").all()
+    assert mixed.filter(pl.col("query_type") == "FREE_FORM")["escalated_from"].null_count() == n - len(escalated)
 
 
 def test_judge_cli_deterministic(tmp_path):

@@ -7,16 +7,25 @@ accept ``**Answer:** Yes``, ``Final answer: X``, an answer on the line after the
 ``ANSWER: yes (because ...)``, "the answer is X", a yes/no opening the last sentence, multi-word
 expected answers, and rankings of any labels. An answer that claims both yes and no is
 unscored, not failed. Every verdict says which rule fired and what was extracted.
+
+A SINGLE_WORD or RANKING answer written as a phrase ("Ben's reasoning shows the sunk-cost
+fallacy." for *Ben*, "Study 2" for *2*) is decided only when exactly one of the question's
+options, or the expected answer, appears in it as a whole word or phrase (after hyphen, quote,
+possessive and article normalisation) and is not negated; otherwise the extractor says it is
+*uncertain* (an unscored verdict with ``uncertain=True``) rather than guess. Every other
+undecided case (no answer found, both yes and no) is uncertain too; ``det-mixed`` sends
+uncertain cells to the LLM judge.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from harness.bench.model import QueryType
 from harness.judging.verdict import Verdict
 
-EXTRACTOR_VERSION = "extract-v1"
+EXTRACTOR_VERSION = "extract-v2"
 DETERMINISTIC_TYPES = frozenset({QueryType.YES_NO, QueryType.YES_NO_VERIFICATION,
                                  QueryType.SINGLE_WORD, QueryType.RANKING})
 
@@ -96,36 +105,133 @@ def judge_yes_no(response: str, expected: str) -> Verdict:
         candidate, rule = _last_sentence(response), "last-sentence"
     value = yes_no(candidate or "")
     if value is False:
-        return Verdict.unscored(rule, "ambiguous: claims both yes and no", candidate)
+        return Verdict.undecided(rule, "ambiguous: claims both yes and no", candidate)
     if value is None:
         reason = "no yes/no answer found" if answer is None else f"answer is not yes/no: {answer!r}"
-        return Verdict.unscored(rule, reason, candidate)
+        return Verdict.undecided(rule, reason, candidate)
     target = yes_no(expected)
     return Verdict(value == target, 1.0 if value == target else 0.0, rule, value)
 
 
-def judge_single_word(response: str, expected: str) -> Verdict:
-    answer, rule = find_answer(response)
-    if answer is None:
-        return Verdict.unscored(rule, "no answer found")
+def _phrase_key(text: str, lower: bool = True) -> str:
+    """Words only: possessives, quotes, hyphens and dashes dropped; for whole-word matching."""
+    text = re.sub(r"[’‘`´]", "'", text.lower() if lower else text)
+    text = re.sub(r"(?i)'s\b", "", text)
+    text = re.sub(r"[^\w\s]|_", " ", text)
+    return " ".join(text.split())
+
+
+def _candidate_key(text: str) -> str:
+    key = _phrase_key(text)
+    return re.sub(r"^(?:a|an|the) (?=\S+ )", "", key) if " " in key else key
+
+
+# Quoted options joined by "or" ('ponens', 'tollens', or 'fallacy'; 'necessary' or a 'sufficient').
+_QUOTED = re.compile(r"(?<!\w)['\"‘“]([^'\"‘’“”\n]{1,40}?)['\"’”](?!\w)")
+_QUOTE_SEP = re.compile(r"^\s*,?\s*(?:(or)\s+)?(?:an?\s+|the\s+)?$", re.I)
+# Named or lettered options: "A or B", "Lee, Mo, and Nia", "Study 1 or Study 2".
+_ITEM = r"[A-Z][\w-]*(?:\s\d+)?"
+_LISTED = re.compile(rf"(?<![\w']){_ITEM}(?:\s*,\s*{_ITEM})*\s*,?\s+(?:or|and)\s+{_ITEM}(?![\w'])")
+_NEGATORS = {"not", "no", "never", "nor", "neither", "without", "t"}  # "t" is what "isn't" leaves
+_NEGATED_AFTER = re.compile(r"^(?:(?:is|was|are|were|does|do|did)\s+)?(?:not|never)\b")
+
+
+def question_options(question: str) -> list[str]:
+    """The options a question offers, when it lists them; [] when it does not."""
+    options: list[str] = []
+    quoted = list(_QUOTED.finditer(question))
+    group, has_or = quoted[:1], False
+    for prev, cur in zip(quoted, quoted[1:] + [None]):
+        sep = _QUOTE_SEP.match(question[prev.end():cur.start()]) if cur else None
+        if sep:
+            group.append(cur)
+            has_or = has_or or bool(sep.group(1))
+            continue
+        if len(group) > 1 and has_or:
+            options += [m.group(1).strip() for m in group]
+        group, has_or = [cur] if cur else [], False
+    for listed in _LISTED.finditer(question):
+        options += [i.strip() for i in re.split(r"\s*,\s*(?:or\s+|and\s+)?|\s+(?:or|and)\s+", listed.group(0))
+                    if i.strip()]
+    return list(dict.fromkeys(options))
+
+
+def _mentions(answer: str, candidate: str) -> list[tuple[int, int, bool]]:
+    """(start, end, negated) for each whole-word occurrence of ``candidate`` in ``answer``,
+    in word positions. A lone capital letter (an option label) must appear as a capital, so
+    the article 'a' is not read as option A."""
+    label = re.fullmatch(r"[A-Z]", candidate.strip()) is not None
+    words = _phrase_key(answer, lower=not label).split()
+    target = candidate.strip().split() if label else _candidate_key(candidate).split()
+    found = []
+    for i in range(len(words) - len(target) + 1):
+        if words[i:i + len(target)] == target:
+            before = [w.lower() for w in words[max(0, i - 3):i]]
+            after = " ".join(words[i + len(target):i + len(target) + 3]).lower()
+            rather = " ".join(before[-2:]) in ("rather than", "instead of")
+            negated = bool(_NEGATORS & set(before)) or rather or bool(_NEGATED_AFTER.match(after))
+            found.append((i, i + len(target), negated))
+    return found
+
+
+def decide_phrase(answer: str, expected: str, options: Sequence[str] = ()) -> tuple[bool | None, str]:
+    """Pass/fail when exactly one candidate (an option or the expected answer) is named, un-negated,
+    in ``answer``; None (uncertain) otherwise. Returns the outcome and why."""
+    candidates: dict[str, str] = {}
+    for c in [expected, *options]:
+        candidates.setdefault(c.strip() if re.fullmatch(r"\s*[A-Z]\s*", c) else _candidate_key(c), c)
+    hits = {key: _mentions(answer, original) for key, original in candidates.items()}
+    hits = {k: v for k, v in hits.items() if v}
+    # A candidate found only inside a longer one ('straw' in 'straw man') is not named on its own.
+    spans = {k: [(a, b) for a, b, _ in v] for k, v in hits.items()}
+    named = {k for k, v in spans.items()
+             if not all(any(o != k and a2 <= a and b <= b2 and (a2, b2) != (a, b) for o in spans for a2, b2 in spans[o])
+                        for a, b in v)}
+    if not named:
+        return None, "names neither the expected answer nor an option"
+    if len(named) > 1:
+        return None, f"names {len(named)} options: {', '.join(sorted(candidates[k] for k in named))}"
+    (key,) = named
+    if any(neg for _, _, neg in hits[key]):
+        return None, f"names {candidates[key]!r} in a negation"
+    expected_key = next(iter(candidates))
+    return key == expected_key, f"names {candidates[key]!r}"
+
+
+def _single_word_outcome(answer: str, expected: str, options: Sequence[str]) -> tuple[bool | None, str]:
     got, want = _normalize(answer), _normalize(expected)
-    first = re.split(r"[\s,;:(]+", got)[0] if got else ""
-    # Multi-word expected answers ('straw man', '21 days') match as a phrase at the start.
-    ok = got == want or first == want or (" " in want and (got + " ").startswith(want + " "))
-    return Verdict(ok, float(ok), rule, answer)
+    if got == want or _phrase_key(got) == _phrase_key(want):
+        return True, "exact"
+    if " " not in _phrase_key(got):
+        return False, "exact"
+    return decide_phrase(_HEDGES.sub("", clean(answer)), expected, options)
 
 
-def judge_ranking(response: str, expected: str) -> Verdict:
+def _decided(rule: str, answer: str, outcome: bool | None, how: str) -> Verdict:
+    if outcome is None:
+        return Verdict.undecided(f"{rule}+phrase", f"uncertain: the answer {how}", answer)
+    return Verdict(outcome, float(outcome), rule if how == "exact" else f"{rule}+phrase", answer)
+
+
+def judge_single_word(response: str, expected: str, options: Sequence[str] = ()) -> Verdict:
     answer, rule = find_answer(response)
     if answer is None:
-        return Verdict.unscored(rule, "no answer found")
+        return Verdict.undecided(rule, "no answer found")
+    return _decided(rule, answer, *_single_word_outcome(answer, expected, options))
+
+
+def judge_ranking(response: str, expected: str, options: Sequence[str] = ()) -> Verdict:
+    answer, rule = find_answer(response)
+    if answer is None:
+        return Verdict.undecided(rule, "no answer found")
     want, got = _items(expected), _items(answer)
     if not got:
-        return Verdict.unscored(rule, "empty ranking", answer)
+        return Verdict.undecided(rule, "empty ranking", answer)
     if len(want) == 1:
-        ok = got[0] == want[0] or got[0].split(" ")[0] == want[0]
-    else:
-        ok = got == want
+        return _decided(rule, answer, *_single_word_outcome(answer, expected, options))
+    if len(got) != len(want):
+        return Verdict.undecided(rule, f"uncertain: ranking has {len(got)} items, expected {len(want)}", answer)
+    ok = got == want
     return Verdict(ok, float(ok), rule, answer)
 
 
@@ -137,10 +243,15 @@ _BY_TYPE = {
 }
 
 
-def judge_deterministic(query_type: QueryType | str, response: str, expected: str) -> Verdict:
+def judge_deterministic(query_type: QueryType | str, response: str, expected: str,
+                        options: Sequence[str] = ()) -> Verdict:
+    """Pass, fail, or uncertain (``uncertain=True``) with the rule; ``options`` are the
+    question's (see :func:`question_options`), used to decide answers written as phrases."""
     qt = QueryType(query_type)
     if qt not in _BY_TYPE:
         return Verdict.unscored("none", "free-form answers need an LLM judge")
     if not response or not response.strip():
         return Verdict(False, 0.0, "empty-response", None)
+    if qt in (QueryType.SINGLE_WORD, QueryType.RANKING):
+        return _BY_TYPE[qt](response, expected, options)
     return _BY_TYPE[qt](response, expected)

@@ -1,8 +1,10 @@
 """``skillsweep judge``: score a run's episodes into ``verdicts.parquet``, incrementally.
 
-Dispatch modes: ``deterministic`` (extractor only; FREE_FORM left unscored), ``det-mixed``
-(extractor for YES_NO/VERIFICATION/SINGLE_WORD/RANKING, LLM judge for FREE_FORM: the study's
-native path) and ``llm-only`` (LLM judge for every episode). A verdict's id hashes the episode,
+Dispatch modes: ``deterministic`` (extractor only; FREE_FORM and the cells the extractor is
+uncertain about left unscored, with the reason), ``det-mixed`` (extractor for
+YES_NO/VERIFICATION/SINGLE_WORD/RANKING, LLM judge for FREE_FORM and for every cell the
+extractor is uncertain about: the study's native path, minus its guesses) and ``llm-only``
+(LLM judge for every episode). A verdict's id hashes the episode,
 judge label, mode and prompt/extractor versions; an id already judged is never recomputed,
 and ``only_unscored`` retries exactly the unscored ones.
 """
@@ -25,13 +27,13 @@ import polars as pl
 from harness.bench import load_bench
 from harness.bench.model import QueryType
 from harness.client import NO_TIMEOUT_S, is_local_engine
-from harness.libenv import quiet_litellm
-from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker
-from harness.judging.extract import DETERMINISTIC_TYPES, EXTRACTOR_VERSION, judge_deterministic
+from harness.errors import SkillsweepError
+from harness.judging.extract import DETERMINISTIC_TYPES, EXTRACTOR_VERSION, judge_deterministic, question_options
 from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
 from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, VERDICT_SCHEMA, UnparseableReply, judge_messages, parse_reply
 from harness.judging.verdict import Verdict
-from harness.errors import SkillsweepError
+from harness.libenv import quiet_litellm
+from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker
 from harness.runstore import RunStore, TableMissing, read_manifest, read_table, run_dir
 
 
@@ -106,7 +108,7 @@ def verdict_id(cell_id: str, label: str, mode: str) -> str:
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
 
 
-def _reason_class(reason: str) -> str:
+def reason_class(reason: str) -> str:
     return reason.split(":")[0][:60]
 
 
@@ -207,15 +209,30 @@ def _uses_llm(mode: str, query_type: str) -> bool:
     return mode == "llm-only" or (mode == "det-mixed" and QueryType(query_type) not in DETERMINISTIC_TYPES)
 
 
+def _extract(req: JudgeRequest, ep: dict, task) -> Verdict | None:
+    """The extractor's verdict for a cell it may judge in this mode; None where it has no say."""
+    if task is None or _uses_llm(req.mode, ep["query_type"]) or QueryType(ep["query_type"]) not in DETERMINISTIC_TYPES:
+        return None
+    response = ep.get("final") if ep.get("final") is not None else ep.get("response") or ""
+    return judge_deterministic(ep["query_type"], response, task.expected, question_options(task.question))
+
+
+def _escalates(req: JudgeRequest, extracted: Verdict | None) -> bool:
+    return req.mode == "det-mixed" and extracted is not None and extracted.uncertain
+
+
 def _verdict_row(episode: dict, vid: str, req: JudgeRequest, label: str, verdict: Verdict, usage: dict,
-                 llm: bool) -> dict:
+                 llm: bool, escalated: Verdict | None = None) -> dict:
     return {
         "verdict_id": vid, **{c: episode.get(c) for c in _EPISODE_COLUMNS},
         "judge_label": label, "mode": req.mode, "judge_kind": "llm" if llm else "deterministic",
         "judge": req.judge_model if llm else "extractor",
         "prompt_version": JUDGE_PROMPT_VERSION if llm else EXTRACTOR_VERSION,
         "passed": verdict.passed, "score": verdict.score, "unscored_reason": verdict.unscored_reason,
-        "rule": verdict.rule, "extracted": verdict.extracted, "rationale": verdict.rationale,
+        "rule": verdict.rule, "extracted": verdict.extracted if escalated is None else escalated.extracted,
+        "rationale": verdict.rationale,
+        # Why the extractor handed this cell to the LLM judge (det-mixed), if it did.
+        "escalated_from": None if escalated is None else f"{escalated.rule}: {escalated.unscored_reason}",
         "criteria_met": json.dumps(list(verdict.criteria_met)),
         "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
         "cost_usd": usage.get("cost_usd"), "latency_s": round(usage.get("latency_s", 0.0), 4),
@@ -277,14 +294,17 @@ def run_judging(req: JudgeRequest, progress=None) -> dict:
             if prior is None or (req.only_unscored and prior["passed"] is None):
                 todo.append((vid, ep))
         stats.skipped = len(episodes) - len(todo)
-        needs_llm = any(_uses_llm(req.mode, ep["query_type"]) for _, ep in todo)
+        # The extractor runs first (it is cheap); in det-mixed what it is unsure of goes to the judge.
+        extracted = {vid: _extract(req, ep, tasks.get(ep["task_uid"])) for vid, ep in todo}
+        needs_llm = any(_uses_llm(req.mode, ep["query_type"]) or _escalates(req, extracted[vid]) for vid, ep in todo)
         judge = LLMJudge(req, stats, calls) if needs_llm else None
         started = time.perf_counter()
 
         async def one(vid: str, ep: dict) -> None:
             task = tasks.get(ep["task_uid"])
             response = ep.get("final") if ep.get("final") is not None else ep.get("response") or ""
-            llm = _uses_llm(req.mode, ep["query_type"])
+            escalated = extracted[vid] if _escalates(req, extracted[vid]) else None
+            llm = _uses_llm(req.mode, ep["query_type"]) or escalated is not None
             usage: dict = {}
             if task is None:
                 verdict = Verdict.unscored("none", f"task {ep['task_uid']} is not in bench {bench.name}")
@@ -297,13 +317,13 @@ def run_judging(req: JudgeRequest, progress=None) -> dict:
             elif req.mode == "deterministic" and QueryType(ep["query_type"]) not in DETERMINISTIC_TYPES:
                 verdict = Verdict.unscored("none", "free-form answers need an LLM judge (mode deterministic)")
             else:
-                verdict = judge_deterministic(ep["query_type"], response, task.expected)
-            store.append(_verdict_row(ep, vid, req, label, verdict, usage, llm))
+                verdict = extracted[vid]
+            store.append(_verdict_row(ep, vid, req, label, verdict, usage, llm, escalated))
             stats.judged += 1
             stats.cost_usd += usage.get("cost_usd", 0.0) or 0.0
             if verdict.passed is None:
                 stats.unscored += 1
-                stats.unscored_reasons[_reason_class(verdict.unscored_reason)] += 1
+                stats.unscored_reasons[reason_class(verdict.unscored_reason)] += 1
             elif verdict.passed:
                 stats.passed += 1
             else:

@@ -1,0 +1,1 @@
+"""The run browser: ``skillsweep view`` serves it; ``skillsweep report`` embeds it in report.html."""
