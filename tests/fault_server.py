@@ -2,7 +2,9 @@
 
 It exists only for what a real server will not do on demand: 429s, 500s, replies slower than
 the client's timeout, and verdicts that are not JSON. Healthy replies are valid verdicts that
-always pass, so any fail in a verdict table would have to come from a fault.
+always pass, so any fail in a verdict table would have to come from a fault. With ``reply``,
+healthy replies come from that function instead (request body in; content, or content and
+finish reason, out): scripted teacher replies that are invalid, truncated or duplicated.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FaultServer:
     def __init__(self, *, rate_429=0.0, rate_500=0.0, rate_slow=0.0, rate_garbage=0.0,
-                 slow_s=2.0, seed=0):
+                 slow_s=2.0, seed=0, reply: Callable[[dict], str | tuple[str, str]] | None = None):
         self.rates = {"429": rate_429, "500": rate_500, "slow": rate_slow, "garbage": rate_garbage}
         self.slow_s = slow_s
+        self.reply = reply
         self.injected: Counter = Counter()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -31,7 +35,7 @@ class FaultServer:
 
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
-                self.rfile.read(length)
+                request = json.loads(self.rfile.read(length) or b"{}")
                 fault = server._draw()
                 if fault == "429":
                     return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}})
@@ -42,8 +46,12 @@ class FaultServer:
                 content = ("I think the answer is fine but I will not write JSON." if fault == "garbage" else
                            json.dumps({"conclusion_reached": True, "score": 1.0, "criteria_met": ["x"],
                                        "rationale": "ok"}))
+                finish = "stop"
+                if server.reply and fault != "garbage":
+                    content = server.reply(request)
+                    content, finish = content if isinstance(content, tuple) else (content, "stop")
                 body = {"id": "x", "object": "chat.completion", "created": int(time.time()), "model": "fault",
-                        "choices": [{"index": 0, "finish_reason": "stop",
+                        "choices": [{"index": 0, "finish_reason": finish,
                                      "message": {"role": "assistant", "content": content}}],
                         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
                 self._send(200, body)

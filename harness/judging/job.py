@@ -86,6 +86,18 @@ def _reason_class(reason: str) -> str:
     return reason.split(":")[0][:60]
 
 
+def require_credentials(model: str, role: str, override_var: str) -> None:
+    """Fail before a fan-out, naming the variable: litellm reports a missing key as a server
+    error, which would otherwise be retried for every call."""
+    import litellm
+
+    if os.environ.get(override_var) or model.startswith("hosted_vllm/"):
+        return
+    missing = litellm.validate_environment(model=model).get("missing_keys") or []
+    if missing:
+        raise ValueError(f"{role} {model!r} needs {', '.join(missing)} in the environment (or {override_var})")
+
+
 class LLMJudge:
     """One judge model reached through litellm, with the fan-out's limiter and retries."""
 
@@ -95,16 +107,7 @@ class LLMJudge:
         self._check_credentials()
 
     def _check_credentials(self) -> None:
-        """Fail before the fan-out, naming the variable: litellm reports a missing key as a
-        server error, which would otherwise be retried for every episode."""
-        import litellm
-
-        if os.environ.get("SKILLSWEEP_JUDGE_API_KEY") or self.req.judge_model.startswith("hosted_vllm/"):
-            return
-        missing = litellm.validate_environment(model=self.req.judge_model).get("missing_keys") or []
-        if missing:
-            raise ValueError(f"judge {self.req.judge_model!r} needs {', '.join(missing)} in the environment "
-                             "(or SKILLSWEEP_JUDGE_API_KEY)")
+        require_credentials(self.req.judge_model, "judge", "SKILLSWEEP_JUDGE_API_KEY")
 
     def _kwargs(self, messages: list[dict]) -> dict:
         req = self.req
