@@ -555,6 +555,37 @@ def corpus_build(
     print(json.dumps(summary))
 
 
+@app.command("probe-battery")
+def probe_battery(
+    model: Annotated[str, typer.Option(help="model reference; with --url, the base's served name there")],
+    run: Annotated[str, typer.Option(help="run name under results/, or a path")],
+    adapter: Annotated[Optional[list[str]], typer.Option(help="NAME=PATH (own server), or with --url a served name or alias; repeatable")] = None,
+    url: Annotated[Optional[str], typer.Option(help="use a running server instead of starting one")] = None,
+    battery: Annotated[str, typer.Option(help="'builtin' or a probes JSONL file")] = "builtin",
+    judge_model: Annotated[Optional[str], typer.Option("--judge", help="litellm judge for factual references and trick prompts")] = None,
+    judge_api_base: Optional[str] = None,
+    max_tokens: int = 256,
+    repetition_penalty: float = 1.05,
+    concurrency: int = 32,
+) -> None:
+    """Run the generality probe battery on a base and its adapters, side by side; scores and paired tests."""
+    from harness.bench import BenchError
+    from harness.client import Sampling
+    from harness.probes.job import ProbeRequest, run_probe_battery
+
+    adapters = [_parse_adapter(a) for a in adapter or []] if not url else []
+    try:
+        summary = run_probe_battery(ProbeRequest(
+            run=run, model=model, adapters=adapters, adapter_names=list(adapter or []) if url else [], url=url,
+            battery=battery, judge_model=judge_model, judge_api_base=judge_api_base, concurrency=concurrency,
+            sampling=Sampling(max_tokens=max_tokens, repetition_penalty=repetition_penalty or None)))
+    except (BenchError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise _fail(str(exc))
+    print(json.dumps(summary))
+    if summary["missing"]:
+        raise _fail(f"{summary['missing']} probe responses are missing (see manifest.json); re-run to retry them")
+
+
 @bench_app.command("author")
 def bench_author(
     skills: Annotated[Path, typer.Argument(help="declarative skills JSONL: name, category, description")],
