@@ -128,3 +128,40 @@ def test_probe_battery_base_and_adapter_side_by_side(server, tiny, adapters, tmp
     title, head, rows, _ = probe_table(run)
     assert head == ["model", "format-locked", "factual hit", "trick confab", "phantom skill block"]
     assert [r[0] for r in rows] == ["tiny", "tiny+a"] and "vs base" in rows[1][1]
+
+
+def test_report_carries_the_probe_table(tmp_path):
+    from harness.judging.job import JudgeRequest, run_judging
+    from harness.report import render_report
+    from test_judging import _synthetic_run
+
+    run, _ = _synthetic_run(tmp_path)
+    run_judging(JudgeRequest(run=str(run), mode="deterministic"))
+    (run / "probes").mkdir()
+    row = {"model_label": "m1", "base_label": None, "column": "format_locked", "n": 24, "positives": 3,
+           "unscored": 0, "rate": 0.125, "a": None, "b": None, "c": None, "d": None, "p": None, "method": None,
+           "n_paired": None}
+    pl.DataFrame([row], schema_overrides={"base_label": pl.Utf8, "a": pl.Int64, "b": pl.Int64, "c": pl.Int64,
+                                          "d": pl.Int64, "p": pl.Float64, "method": pl.Utf8, "n_paired": pl.Int64}
+                 ).write_parquet(run / "probes" / "probe_table.parquet")
+    out = render_report(run)
+    for file in (out["report_md"], out["report_html"]):
+        text = Path(file).read_text()
+        assert "Generality probe (cf. Table 8)" in text and "3/24 (0.12)" in text
+
+
+def test_sweep_config_probes_block(tmp_path):
+    import yaml
+
+    from harness.sweep_config import ConfigError, load_config
+
+    config = yaml.safe_load((ROOT / "eval_configs" / "demo.yaml").read_text())
+    for block, message in [({"judge": "det"}, "probes.judge 'det' is not an LLM judge"),
+                           ({"batery": "builtin"}, "field 'probes.batery'"),
+                           ({"battery": str(tmp_path / "none.jsonl")}, "field 'probes.battery'.*file not found")]:
+        file = tmp_path / "c.yaml"
+        file.write_text(yaml.safe_dump({**config, "probes": block}))
+        with pytest.raises(ConfigError, match=message):
+            load_config(file)
+    file.write_text(yaml.safe_dump({**config, "probes": {"judge": "local", "max_tokens": 128}}))
+    assert load_config(file).probes.max_tokens == 128
