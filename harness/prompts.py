@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,8 +57,19 @@ def user_message(task: Task) -> str:
     return "\n\n".join(parts)
 
 
-# A condition maps (bench, task) to the skill whose block is injected, or None.
-ConditionFn = Callable[[Bench, Task], Skill | None]
+ROUTING_HEADER = (
+    "Several skills follow. Not all of them fit this task: decide which one does, "
+    "and apply that skill's procedure."
+)
+
+
+def routing_block(skills: list[Skill]) -> str:
+    return "\n\n".join([ROUTING_HEADER] + [skill_block(s) for s in skills])
+
+
+# A condition maps (bench, task) to the skill whose block is injected, a list of skills shown
+# together (routing), or None.
+ConditionFn = Callable[[Bench, Task], Skill | list[Skill] | None]
 CONDITIONS: dict[str, ConditionFn] = {}
 
 
@@ -91,11 +104,51 @@ def _mismatched(bench: Bench, task: Task) -> Skill:
     return bench.skills[others[pick]]
 
 
+ROUTING_K = 3
+_ROUTING_NAME = re.compile(r"^routing(?:-k(?P<k>\d+))?(?:-s(?P<seed>\d+))?$")
+
+
+def routing_condition(k: int = ROUTING_K, seed: int = 0) -> ConditionFn:
+    """The task's own skill among ``k - 1`` skills of other categories, in a seeded order: the
+    bench then also measures whether the model picks the right procedure."""
+    if k < 2:
+        raise ValueError(f"routing needs k >= 2 (the own skill and at least one other), got k={k}")
+
+    def choose(bench: Bench, task: Task) -> list[Skill]:
+        own = bench.skill_of(task)
+        others = sorted(n for n, s in bench.skills.items() if s.category != own.category)
+        if len(others) < k - 1:
+            raise ValueError(f"routing k={k} on bench {bench.name!r}: task {task.uid} ({own.category}) has only "
+                             f"{len(others)} skill(s) of other categories, needs {k - 1}")
+        rng = random.Random(f"routing:{seed}:{task.uid}")
+        shown = [own] + [bench.skills[n] for n in rng.sample(others, k - 1)]
+        rng.shuffle(shown)
+        return shown
+
+    return choose
+
+
+def _register_routing(name: str) -> bool:
+    """``routing`` (k=3), ``routing-k5``, ``routing-k4-s1``: registered on first use."""
+    match = _ROUTING_NAME.match(name)
+    if not match:
+        return False
+    CONDITIONS[name] = routing_condition(int(match["k"] or ROUTING_K), int(match["seed"] or 0))
+    return True
+
+
+_register_routing("routing")
+
+
 def condition_names(spec: str | list[str]) -> list[str]:
     names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    for name in names:
+        if name not in CONDITIONS:
+            _register_routing(name)
     unknown = [n for n in names if n not in CONDITIONS]
     if unknown or not names:
-        raise ConditionError(f"unknown condition(s) {unknown or spec!r}; known: {', '.join(sorted(CONDITIONS))}")
+        raise ConditionError(f"unknown condition(s) {unknown or spec!r}; known: {', '.join(sorted(CONDITIONS))}"
+                             " (and routing-kN[-sSEED] for any k and seed)")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConditionError(f"condition(s) {', '.join(repeated)} listed more than once; each may appear once")
@@ -120,8 +173,10 @@ def prompt_hash(messages) -> str:
 
 
 def render(bench: Bench, task: Task, condition: str) -> RenderedPrompt:
-    skill = CONDITIONS[condition](bench, task)
-    block = skill_block(skill) if skill else None
+    if condition not in CONDITIONS:
+        condition_names([condition])
+    chosen = CONDITIONS[condition](bench, task)
+    block = routing_block(chosen) if isinstance(chosen, list) else skill_block(chosen) if chosen else None
     system = f"{SOLVER_PROMPT}\n\n{block}" if block else SOLVER_PROMPT
     messages = ({"role": "system", "content": system}, {"role": "user", "content": user_message(task)})
     return RenderedPrompt(task, condition, block, messages)

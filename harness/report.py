@@ -286,6 +286,9 @@ def render_report(run: str | Path, judge: str | None = None, judge_b: str | None
     (folder / "stats.json").write_text(json.dumps(stats, indent=2, default=str))
     images = _plots(stats, folder, agree)
     tables = _tables(stats, agree)
+    from harness.probes.report import probe_table
+
+    tables += [t for t in [probe_table(folder)] if t]
     single = stats["single_seed_models"]
     note = (f"Single-seed models: {', '.join(single)}. Their tests are within-seed only." if single else "")
     said = findings(folder, stats, verdicts)

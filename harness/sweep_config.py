@@ -85,6 +85,16 @@ class StatsSpec(_Strict):
     bootstrap: int = Field(10_000, ge=100)
 
 
+class ProbesSpec(_Strict):
+    """The generality probe battery, run on every served target (base and adapters)."""
+
+    battery: str = "builtin"  # or a probes JSONL file
+    judge: str | None = None  # a judge label of this sweep (an LLM judge) for factual references and tricks
+    max_tokens: int = Field(256, ge=1)
+    repetition_penalty: float | None = 1.05
+    concurrency: int = Field(32, ge=1)
+
+
 class Resources(_Strict):
     train_gpus: float = Field(1.0, ge=0)
     serve_gpus: float = Field(1.0, ge=0)
@@ -101,6 +111,7 @@ class SweepConfig(_Strict):
     corpus: CorpusSpec | None = None
     statistics: StatsSpec = StatsSpec()
     resources: Resources = Resources()
+    probes: ProbesSpec | None = None
 
     @model_validator(mode="after")
     def _references(self):
@@ -116,6 +127,11 @@ class SweepConfig(_Strict):
                 raise ValueError(f"statistics.{name} {chosen!r} is not a judge label ({judges})")
         if self.corpus and self.corpus.judge and self.corpus.judge not in judges:
             raise ValueError(f"corpus.judge {self.corpus.judge!r} is not a judge label ({judges})")
+        if self.probes and self.probes.judge:
+            judge = next((j for j in self.judges if j.label == self.probes.judge), None)
+            if judge is None or judge.mode == "deterministic":
+                raise ValueError(f"probes.judge {self.probes.judge!r} is not an LLM judge label of this sweep "
+                                 f"({[j.label for j in self.judges if j.mode != 'deterministic']})")
         return self
 
 
@@ -154,6 +170,10 @@ def load_config(path: str | Path) -> SweepConfig:
     at("conditions", condition_names, config.conditions)
     if config.bench != "builtin":
         config.bench = beside(path, config.bench)
+    if config.probes:
+        from harness.probes.battery import load_battery
+
+        at("probes.battery", load_battery, config.probes.battery)
     for i, model in enumerate(config.models):
         for j, adapter in enumerate(model.adapters):
             adapter.recipe = beside(path, adapter.recipe)

@@ -4,7 +4,9 @@ It exists only for what a real server will not do on demand: 429s, 500s, replies
 the client's timeout, verdicts that are not JSON, and an engine that is slow but alive (its
 ``/metrics`` counters keep moving while it holds a reply) or stalled (they freeze). Healthy
 replies are valid verdicts that always pass, so any fail in a verdict table would have to come
-from a fault.
+from a fault. With ``reply``, healthy replies come from that function instead (request body in;
+content, or content and finish reason, out): scripted teacher replies that are invalid,
+truncated or duplicated.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FaultServer:
     def __init__(self, *, rate_429=0.0, rate_500=0.0, rate_slow=0.0, rate_garbage=0.0,
-                 slow_s=2.0, seed=0, hold_s=0.0, stalled=False):
+                 slow_s=2.0, seed=0, hold_s=0.0, stalled=False,
+                 reply: Callable[[dict], str | tuple[str, str]] | None = None):
         self.rates = {"429": rate_429, "500": rate_500, "slow": rate_slow, "garbage": rate_garbage}
         self.slow_s = slow_s
+        self.reply = reply
         # Every reply is held hold_s seconds; /metrics shows it running, its token counter
         # moving (alive) or frozen (stalled: the reply is then held until released).
         self.hold_s, self.stalled = hold_s, stalled
@@ -58,8 +63,8 @@ class FaultServer:
 
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                key = hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()
+                request = json.loads(self.rfile.read(length) or b"{}")
+                key = hashlib.sha256(json.dumps(request.get("messages"), sort_keys=True).encode()).hexdigest()
                 with server._lock:
                     server.received[key] += 1
                     stalled = server.stalled
@@ -86,8 +91,12 @@ class FaultServer:
                 content = ("I think the answer is fine but I will not write JSON." if fault == "garbage" else
                            json.dumps({"conclusion_reached": True, "score": 1.0, "criteria_met": ["x"],
                                        "rationale": "ok"}))
+                finish = "stop"
+                if server.reply and fault != "garbage":
+                    content = server.reply(request)
+                    content, finish = content if isinstance(content, tuple) else (content, "stop")
                 body = {"id": "x", "object": "chat.completion", "created": int(time.time()), "model": "fault",
-                        "choices": [{"index": 0, "finish_reason": "stop",
+                        "choices": [{"index": 0, "finish_reason": finish,
                                      "message": {"role": "assistant", "content": content}}],
                         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
                 self._send(200, body)

@@ -112,6 +112,17 @@ def reason_class(reason: str) -> str:
     return reason.split(":")[0][:60]
 
 
+def require_credentials(model: str, role: str, override_var: str) -> None:
+    """Fail before a fan-out, naming the variable: litellm reports a missing key as a server
+    error, which would otherwise be retried for every call."""
+    litellm = quiet_litellm()
+    if os.environ.get(override_var) or is_local_engine(model):
+        return
+    missing = litellm.validate_environment(model=model).get("missing_keys") or []
+    if missing:
+        raise JudgeError(f"{role} {model!r} needs {', '.join(missing)} in the environment (or {override_var})")
+
+
 class LLMJudge:
     """One judge model reached through litellm, with the fan-out's limiter and retries."""
 
@@ -125,15 +136,7 @@ class LLMJudge:
         self._check_credentials()
 
     def _check_credentials(self) -> None:
-        """Fail before the fan-out, naming the variable: litellm reports a missing key as a
-        server error, which would otherwise be retried for every episode."""
-        litellm = quiet_litellm()
-        if os.environ.get("SKILLSWEEP_JUDGE_API_KEY") or self.local:
-            return
-        missing = litellm.validate_environment(model=self.req.judge_model).get("missing_keys") or []
-        if missing:
-            raise JudgeError(f"judge {self.req.judge_model!r} needs {', '.join(missing)} in the environment "
-                             "(or SKILLSWEEP_JUDGE_API_KEY)")
+        require_credentials(self.req.judge_model, "judge", "SKILLSWEEP_JUDGE_API_KEY")
 
     def _kwargs(self, messages: list[dict]) -> dict:
         req = self.req

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+from typing import TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
+
+M = TypeVar("M", bound=BaseModel)
 
 JUDGE_PROMPT_VERSION = "judge-v1"
 
@@ -81,20 +85,28 @@ def _candidates(text: str):
                 break
 
 
-def parse_reply(text: str) -> JudgeReply:
-    """The verdict in a judge's reply, tolerating fences, prose, and Python-style literals."""
+def parse_json_reply(text: str, model: type[M], what: str = "judge") -> M:
+    """The first JSON object in a model's reply, validated into ``model``, tolerating fences,
+    prose, and Python-style literals."""
     if not text or not text.strip():
-        raise UnparseableReply("empty judge reply")
-    for candidate in _candidates(text):
+        raise UnparseableReply(f"empty {what} reply")
+    # The whole reply first: brace counting is fooled by braces inside strings.
+    for candidate in itertools.chain([text.strip()], _candidates(text)):
         for variant in (candidate, re.sub(r"\bTrue\b", "true", re.sub(r"\bFalse\b", "false", candidate))):
             try:
-                data = json.loads(variant)
+                # strict=False: constrained decoders let control characters into strings.
+                data = json.loads(variant, strict=False)
             except ValueError:
                 continue
             if isinstance(data, dict):
                 try:
-                    return JudgeReply.model_validate(data)
+                    return model.model_validate(data)
                 except ValidationError as exc:
-                    raise UnparseableReply(f"judge JSON does not match the verdict schema: "
+                    raise UnparseableReply(f"{what} JSON does not match the schema: "
                                            f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
-    raise UnparseableReply(f"no JSON object in judge reply: {text[:120]!r}")
+    raise UnparseableReply(f"no JSON object in {what} reply: {text[:120]!r}")
+
+
+def parse_reply(text: str) -> JudgeReply:
+    """The verdict in a judge's reply."""
+    return parse_json_reply(text, JudgeReply)

@@ -1,0 +1,1 @@
+"""Authoring a bench with a teacher: procedural rewrite of declarative skills, then task synthesis."""
