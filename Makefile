@@ -15,7 +15,7 @@ export RAY_AUTH_MODE := token
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test clean-venv
+.PHONY: install demo test browser clean-venv
 
 install: $(STAMP)
 
@@ -40,7 +40,16 @@ demo: $(STAMP)
 	$(BIN)/skillsweep run eval_configs/demo.yaml --resume
 	@echo "report: results/demo/report.html (also report.md, stats.json, run.json)"
 
-test: $(STAMP)
+# The browser test drives Debian's headless chromium through its chromedriver (no browser
+# download); installed once, as root, when missing.
+BROWSER := $(shell command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && echo present)
+
+browser:
+ifneq ($(BROWSER),present)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+endif
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -rs
 
 clean-venv:

@@ -166,6 +166,13 @@ def judge_task(run: str, judge: dict, bench: str, only_unscored: bool) -> dict:
 
 
 @ray.remote
+def probe_task(request) -> dict:
+    from harness.probes.job import run_probe_battery
+
+    return run_probe_battery(request)
+
+
+@ray.remote
 def corpus_task(teacher: str, teacher_url: str | None, out: str, bench: str, judge: str | None,
                 judge_api_base: str | None, mode: str, max_tokens: int) -> dict:
     from harness.client import Sampling
@@ -399,6 +406,49 @@ class Sweep:
                 break
         self.stage["judging"]["wall_s"] = max(self.stage["judging"]["wall_s"], round(time.time() - started, 2))
 
+    async def run_probes(self) -> None:
+        """The generality probe battery on every served target (base and its adapters), once
+        their bench cells are done, on the same servers and generation path."""
+        from harness.client import Sampling
+        from harness.generate import Target
+        from harness.probes.job import ProbeRequest
+        from serve.adapters import inspect_adapter
+
+        spec = self.config.probes
+        started = time.time()
+        targets = []
+        for target in self.plan.targets:
+            model = self.models[target.model_label]
+            if not model.base or target.label in self.servers or any(
+                    f["target"] == target.label for f in self.failures if "target" in f):
+                continue  # API rows have no adapters to compare; partial checkpoints serve alone
+            info = await self.server_info(model.label)
+            sampling = Sampling(max_tokens=spec.max_tokens, repetition_penalty=spec.repetition_penalty)
+            common = dict(base_model=info["base_identity"], backend="vllm", sampling=sampling, url=info["api_base"],
+                          dtype=info["engine"]["dtype"])
+            if target.kind == "base":
+                targets.append(Target(target.label, served_name=info["served_name"], **common))
+            else:
+                alias = f"{target.training.recipe_name}@s{target.training.seed}"
+                path = self.folder / "adapters" / f"{target.training.recipe_name}-s{target.training.seed}"
+                served = info["adapters"].get(alias)
+                if served:
+                    targets.append(Target(target.label, adapter_name=alias, served_name=served,
+                                          adapter_hash=inspect_adapter(path).content_hash, **common))
+        if not targets:
+            return
+        judge_model = judge_api = None
+        if spec.judge:
+            judge_model, judge_api = await self.judge_endpoint(next(j for j in self.config.judges
+                                                                      if j.label == spec.judge))
+        request = ProbeRequest(run=str(self.folder / "probes"), targets=targets, battery=spec.battery,
+                               sampling=targets[0].sampling, judge_model=judge_model, judge_api_base=judge_api,
+                               judge_label=spec.judge, concurrency=spec.concurrency)
+        log(f"probes: the {spec.battery} battery on {len(targets)} targets")
+        summary = await aget(probe_task.options(**self._driver()).remote(request))
+        self.stage["probes"] = {"wall_s": round(time.time() - started, 2), "cells": summary.get("cells")}
+        log(f"probes: done ({summary.get('cells')} cells)")
+
     async def execute(self) -> dict:
         pending = [t for t in self.plan.targets if not self._complete(t.label)]
         log(f"plan: {len(self.plan.targets)} targets, {self.plan.cells} cells, {len(self.plan.trainings)} trainings; "
@@ -435,6 +485,12 @@ class Sweep:
                 self.failures.append({"target": label, "stage": "pipeline", "reason": _short(result)})
                 log(f"{label}: failed: {_short(result)}")
         self.stage["pipelines_wall_s"] = round(time.time() - gen_started, 2)
+        if self.config.probes:
+            try:
+                await self.run_probes()
+            except Exception as exc:  # the bench results stand without the probe table
+                self.failures.append({"stage": "probes", "reason": _short(exc)})
+                log(f"probes failed: {_short(exc)}")
         self.merge_and_report()
         return self.finish()
 

@@ -10,7 +10,10 @@ the owner and vLLM:
 * it is a child subreaper (``PR_SET_CHILD_SUBREAPER``), so orphaned grandchildren re-parent to
   it rather than to pid 1 and it can still find them;
 * on SIGTERM / SIGINT, or when the command exits, it stops every descendant: TERM, a grace
-  period, then KILL.
+  period, then KILL;
+* the command itself gets SIGTERM if the supervisor dies: Ray SIGKILLs the direct children
+  of a worker it kills, which is this supervisor, and a SIGKILL cannot be caught. vLLM's API
+  server then shuts its engine core and workers down itself.
 
 Its exit code is the command's. Linux only (elsewhere it simply runs the command).
 """
@@ -72,7 +75,7 @@ def main(argv: list[str]) -> int:
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     if os.getppid() == 1:  # the owner died before the death signal was armed
         return 1
-    child = subprocess.Popen(argv)
+    child = subprocess.Popen(argv, preexec_fn=lambda: _prctl(PR_SET_PDEATHSIG, signal.SIGTERM))
     stopping = False
 
     def on_signal(signum, _frame):
