@@ -15,7 +15,7 @@ export RAY_AUTH_MODE := token
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test browser clean-venv
+.PHONY: install demo test system-demo system-test clean-venv
 
 install: $(STAMP)
 
@@ -36,20 +36,31 @@ endif
 
 # The sweep in eval_configs/demo.yaml on a local Ray instance (started and stopped here);
 # --resume makes a second `make demo` reuse everything already done.
-demo: $(STAMP)
+demo: $(STAMP) system-demo
 	$(BIN)/skillsweep run eval_configs/demo.yaml --resume
 	@echo "report: results/demo/report.html (also report.md, stats.json, run.json)"
 
-# The browser test drives Debian's headless chromium through its chromedriver (no browser
-# download); installed once, as root, when missing.
-BROWSER := $(shell command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && echo present)
+# System packages from Debian, installed once when missing (as root, where apt-get exists;
+# elsewhere the step says what it skipped): tcmalloc for vLLM's CPU backend (demo and tests),
+# and headless chromium with its chromedriver for the browser test (no browser download).
+DEMO_DEBS := libtcmalloc-minimal4
+TEST_DEBS := $(DEMO_DEBS) chromium chromium-driver
+define apt_ensure
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $$missing (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "note: not installing $$missing (needs root and apt-get); see README, Install"; fi
+endef
 
-browser:
-ifneq ($(BROWSER),present)
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
-endif
+system-demo:
+	$(call apt_ensure,$(DEMO_DEBS))
 
-test: $(STAMP) browser
+system-test:
+	$(call apt_ensure,$(TEST_DEBS))
+
+test: $(STAMP) system-test
 	$(BIN)/python -m pytest -q -rs
 
 clean-venv:

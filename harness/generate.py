@@ -27,7 +27,7 @@ from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker, stderr_line
 from harness.prompts import PROMPT_VERSION, RenderedPrompt, render
 from harness.provenance import versions_string
 from harness.runstore import RunStore
-from serve.engine_watch import EngineSample, Health, WatchPolicy, afetch_metrics, assess, next_limit
+from serve.engine_watch import EngineLost, EngineWatch, Health, WatchPolicy, afetch_metrics, next_limit
 
 log = logging.getLogger(__name__)
 
@@ -161,63 +161,6 @@ Progress = Callable[[GenerationStats], None]
 Reconnect = Callable[[str, Health], Awaitable["tuple[str, bool] | None"]]
 
 
-class EngineLost(Exception):
-    def __init__(self, health: Health):
-        super().__init__(f"engine {health.value}")
-        self.health = health
-
-
-class EngineWatch:
-    """Polls one engine's /metrics while requests are out; ``guard`` abandons a request only
-    when the engine is judged dead or stalled (serve.engine_watch.assess)."""
-
-    def __init__(self, url: str, policy: WatchPolicy):
-        self.url, self.policy = url, policy
-        self.samples: deque[EngineSample | None] = deque(maxlen=max(policy.dead_after, 8) + int(
-            policy.stall_s / policy.poll_s) + 2)
-        self.health = Health.OK
-        self.lost = asyncio.Event()
-        self._task: asyncio.Task | None = None
-
-    @property
-    def latest(self) -> EngineSample | None:
-        return self.samples[-1] if self.samples else None
-
-    async def _poll(self) -> None:
-        async with httpx.AsyncClient(timeout=self.policy.poll_s * 2) as client:
-            while True:
-                self.samples.append(await afetch_metrics(client, self.url))
-                health = assess(list(self.samples), self.policy, time.monotonic())
-                if health is not Health.OK:
-                    self.health = health
-                    self.lost.set()
-                    return
-                await asyncio.sleep(self.policy.poll_s)
-
-    async def __aenter__(self) -> EngineWatch:
-        self._task = asyncio.create_task(self._poll())
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        if self._task:
-            self._task.cancel()
-
-    async def guard(self, coro):
-        work = asyncio.ensure_future(coro)
-        lost = asyncio.ensure_future(self.lost.wait())
-        try:
-            await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            work.cancel()
-            raise
-        finally:
-            lost.cancel()
-        if work.done():
-            return work.result()
-        work.cancel()
-        raise EngineLost(self.health)
-
-
 def _failure_kind(exc: BaseException) -> str:
     """'client' (fails the same way again), 'transient' (retry), or raise: a programming error
     must surface, not be recorded as a failed cell."""
@@ -255,17 +198,31 @@ def _fail(stats: GenerationStats, cell: Cell, reason: str) -> None:
     stats.errors.append(f"{cell.id} ({cell.target.label}, {cell.prompt.task.uid}): {reason}")
 
 
+# A dropped connection to a local engine costs no attempt (the watch decides whether the engine
+# is gone), up to this many per cell, so an endpoint that refuses chats alone cannot loop forever.
+MAX_CONNECTION_RETRIES = 20
+
+
+def _backoff(attempt: int) -> float:
+    return min(10.0, 0.5 * 2 ** attempt) * (0.5 + random.random())
+
+
 async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, stats: GenerationStats, *,
                         concurrency: int, retries: int, policy: WatchPolicy, reconnect: Reconnect,
                         max_losses: int) -> None:
     """Keep one local engine fed with ``cells`` until each has an episode or a recorded failure."""
     queue = deque(cells)
+    delayed: list[tuple[float, Cell]] = []  # (due, cell): transient failures wait here, not the loop
     attempts: dict[str, int] = {}
+    connection_errors: dict[str, int] = {}
     limit = min(concurrency, len(cells))
-    while queue:
+    while queue or delayed:
         in_flight: dict[asyncio.Future, tuple[Cell, float]] = {}
         async with EngineWatch(url, policy) as watch:
-            while (queue or in_flight) and not watch.lost.is_set():
+            while (queue or delayed or in_flight) and not watch.lost.is_set():
+                now = time.monotonic()
+                queue.extend(c for due, c in delayed if due <= now)
+                delayed = [(due, c) for due, c in delayed if due > now]
                 limit = next_limit(limit, len(in_flight), watch.latest, low=1, high=concurrency)
                 while queue and len(in_flight) < limit:
                     cell = queue.popleft()
@@ -273,7 +230,8 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                     call = achat(url, t.served_name, list(cell.prompt.messages), t.sampling)
                     in_flight[asyncio.ensure_future(watch.guard(call))] = (cell, time.time())
                 if not in_flight:
-                    break
+                    await asyncio.sleep(min(policy.poll_s, max(0.05, min(d for d, _ in delayed) - now)))
+                    continue
                 done, _ = await asyncio.wait(in_flight, timeout=policy.poll_s, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
                     cell, started = in_flight.pop(future)
@@ -286,12 +244,16 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                     elif _failure_kind(exc) == "client":
                         stats.client_failed += 1
                         _fail(stats, cell, str(exc)[:300])
+                    elif classify(exc) == "connection" and \
+                            connection_errors.setdefault(cell.id, 0) < MAX_CONNECTION_RETRIES:
+                        connection_errors[cell.id] += 1
+                        stats.retried += 1
+                        delayed.append((time.monotonic() + _backoff(0), cell))
                     elif attempts.setdefault(cell.id, 0) < retries:
-                        # The engine is alive (the watch says so); a dropped connection is retried.
+                        # The engine is alive (the watch says so); a 5xx is retried after a backoff.
                         attempts[cell.id] += 1
                         stats.retried += 1
-                        queue.append(cell)
-                        await asyncio.sleep(min(10.0, 2 ** attempts[cell.id]) * (0.5 + random.random()) / 4)
+                        delayed.append((time.monotonic() + _backoff(attempts[cell.id]), cell))
                     else:
                         _fail(stats, cell, f"gave up after {retries + 1} attempts: {str(exc)[:300]}")
             for future, (cell, started) in in_flight.items():
@@ -301,6 +263,8 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                 future.cancel()
                 queue.appendleft(cell)
                 stats.requeued += 1
+            queue.extend(c for _, c in delayed)
+            delayed = []
             health = watch.health
         if not queue:
             return

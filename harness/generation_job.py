@@ -129,6 +129,7 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None,
         store = stack.enter_context(RunStore(folder))
         cells = plan(bench, req.split, conditions, targets)
         done = store.done_ids()
+        duplicates_before = len(store.rows()) - len(done)
         if req.backend == "hf":
             stats = generate_hf(cells, store, folder.name, progress=progress)
         else:
@@ -139,8 +140,8 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None,
                                               progress=progress, label=req.label or short_name(req.model),
                                               progress_every_s=req.progress_every_s, reconnect=reconnect))
         table = store.write_table()
-        # A cell generated twice (its first episode was recorded, then it was sent again).
-        regenerated = len(store.rows()) - len(table)
+        # Cells generated twice by this call (an episode recorded, then the cell sent again).
+        regenerated = len(store.rows()) - len(table) - duplicates_before
         planned = {c.id for c in cells}
         present = set(table.get_column("cell_id").to_list()) if len(table) else set()
         manifest = store.update_manifest(

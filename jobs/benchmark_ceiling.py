@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from harness.generation_job import GenerateRequest, run_generation
 from harness.models import resolve
 from harness.prompts import render
 from jobs.benchmark_generation import machine_facts
-from serve.server import ServerSpec, VLLMServer
+from serve.server import ServerSpec, VLLMServer, server_env
 
 OUT = Path("results/benchmarks/ceiling.json")
 SERVED = "bench"
@@ -134,7 +133,7 @@ def main() -> None:
             print(f"bare client: {figures['bare'][-1]}", flush=True)
         figures["harness"] = _harness(server.api_base, Path(tmp) / "measured", args, sampling)
         print(f"harness: {figures['harness']}", flush=True)
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(spec.kv_cache_gib)}
+        env = server_env(spec)  # the same preloads, binding and KV cache size as the server
     figures["offline"] = _offline(base.location, spec.dtype, prompts, sampling, args.max_model_len, env)
     print(f"offline LLM.chat: {figures['offline']}", flush=True)
     best_bare = max(figures["bare"], key=lambda f: f["output_tokens_per_s"])

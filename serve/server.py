@@ -22,7 +22,7 @@ import httpx
 from harness.errors import SkillsweepError
 from harness.paths import skillsweep_home
 from serve.engine_watch import EngineSample, fetch_metrics
-from serve.hardware import serving_dtype
+from serve.hardware import cpu_preloads, serving_dtype
 
 HOST = "127.0.0.1"
 # Every server started by skillsweep carries this variable; its value names the owner (a test
@@ -105,7 +105,12 @@ def server_env(spec: ServerSpec) -> dict[str, str]:
     })
     if spec.cpu_bind:
         env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cpu_bind
+    preload = [p for p in (env.get("LD_PRELOAD") or "").split(":") if p]
+    env["LD_PRELOAD"] = ":".join(cpu_preloads() + [p for p in preload if p not in cpu_preloads()])
+    if not env["LD_PRELOAD"]:
+        del env["LD_PRELOAD"]
     env.setdefault(OWNER_ENV, f"pid-{os.getpid()}")
+    env["SKILLSWEEP_SUPERVISOR_PARENT"] = str(os.getpid())
     # serve.supervise must be importable from wherever the server is started.
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)

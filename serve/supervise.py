@@ -30,6 +30,8 @@ import time
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 GRACE_S = 10.0
+# The pid of the process that started the supervisor (set by serve.server).
+OWNER_PID_ENV = "SKILLSWEEP_SUPERVISOR_PARENT"
 
 
 def _prctl(option: int, value: int) -> None:
@@ -71,11 +73,6 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: python -m serve.supervise CMD [ARGS...]", file=sys.stderr)
         return 2
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    if os.getppid() == 1:  # the owner died before the death signal was armed
-        return 1
-    child = subprocess.Popen(argv, preexec_fn=lambda: _prctl(PR_SET_PDEATHSIG, signal.SIGTERM))
     stopping = False
 
     def on_signal(signum, _frame):
@@ -84,6 +81,12 @@ def main(argv: list[str]) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    owner = os.environ.get(OWNER_PID_ENV)
+    if owner and os.getppid() != int(owner):  # the owner died before the death signal was armed
+        return 1
+    child = subprocess.Popen(argv, preexec_fn=lambda: _prctl(PR_SET_PDEATHSIG, signal.SIGTERM))
     while not stopping and child.poll() is None:
         time.sleep(0.2)
     stop_descendants()

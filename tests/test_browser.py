@@ -148,7 +148,7 @@ def test_view_serves_the_same_browser_on_localhost(browser, judged_run):
         proc.wait(timeout=30)
     missing = subprocess.run([sys.executable, "-m", "harness.cli", "view", str(run.parent / "nope")],
                              capture_output=True, text=True)
-    assert missing.returncode == 1 and "no episodes" in missing.stderr
+    assert missing.returncode == 2 and "no episodes" in missing.stderr  # refused: nothing to show
 
 
 def _synthetic_payload(n: int) -> dict:

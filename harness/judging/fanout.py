@@ -33,6 +33,10 @@ class AdaptiveLimiter:
             self._in_flight -= 1
             self._cond.notify_all()
 
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
     def throttled(self) -> None:
         self.limit = max(self.minimum, self.limit // 2)
         self._successes = 0
@@ -64,6 +68,8 @@ def _connection_failed(exc: BaseException) -> bool:
 
 def classify(exc: BaseException) -> str | None:
     """The retry class of a failure, or None when retrying cannot help."""
+    if getattr(exc, "engine_lost", False):  # serve.engine_watch.EngineLost
+        return "engine_lost"
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return "timeout"
     name = type(exc).__name__
@@ -104,14 +110,26 @@ class CallFailed(Exception):
         self.reason, self.attempts = reason, attempts
 
 
+# A local engine that dies or stalls mid-call is waited for (its restart takes a server start),
+# this long and this often per call, without spending the call's attempts.
+ENGINE_WAIT_S = 600.0
+MAX_ENGINE_LOSSES = 3
+
+
 async def call_with_retries(make_call, limiter: AdaptiveLimiter, policy: RetryPolicy,
-                            counters: FanoutCounters):
-    """Run ``await make_call()`` under the limiter with retries; returns (result, attempts)."""
-    for attempt in range(policy.max_attempts):
+                            counters: FanoutCounters, engine=None):
+    """Run ``await make_call()`` under the limiter with retries; returns (result, attempts).
+
+    With ``engine`` (a serve.engine_watch.EngineWatch of a local engine), the call is abandoned
+    only when the watch finds the engine dead or stalled, and then waits for it to answer again
+    rather than spending an attempt; dropped connections to it are handled the same way."""
+    attempt = losses = 0
+    while True:
         async with limiter:
             counters.calls += 1
             try:
-                result = await asyncio.wait_for(make_call(), timeout=policy.timeout_s)
+                call = engine.guard(make_call()) if engine is not None else make_call()
+                result = await asyncio.wait_for(call, timeout=policy.timeout_s)
             except Exception as exc:
                 kind = classify(exc)
                 if kind == "rate_limited":
@@ -120,12 +138,20 @@ async def call_with_retries(make_call, limiter: AdaptiveLimiter, policy: RetryPo
             else:
                 limiter.succeeded()
                 return result, attempt + 1
+        if engine is not None and kind in ("engine_lost", "connection") and losses < MAX_ENGINE_LOSSES:
+            losses += 1
+            counters.retries[kind] += 1
+            if kind == "connection":
+                await asyncio.sleep(policy.delay(1))
+            if await engine.wait_ok(ENGINE_WAIT_S):
+                continue
         if kind is None:
             counters.fatal += 1
             raise CallFailed(f"{type(failure).__name__}: {str(failure)[:300]}", attempt + 1)
-        if attempt + 1 == policy.max_attempts:
+        if attempt + 1 >= policy.max_attempts:
             counters.exhausted[kind] += 1
             raise CallFailed(f"gave up after {attempt + 1} attempts: last {kind}: {str(failure)[:200]}",
                              attempt + 1)
         counters.retries[kind] += 1
         await asyncio.sleep(policy.delay(attempt))
+        attempt += 1

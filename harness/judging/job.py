@@ -18,7 +18,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
@@ -34,6 +34,7 @@ from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, VERDICT_SCHEMA, Unpa
 from harness.judging.verdict import Verdict
 from harness.libenv import quiet_litellm
 from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker
+from serve.engine_watch import EngineWatch, next_limit
 from harness.runstore import RunStore, TableMissing, read_manifest, read_table, run_dir
 
 
@@ -133,6 +134,9 @@ class LLMJudge:
         # CPU judge is slow, not broken, and a timed-out call would only be made again.
         self.local = is_local_engine(req.judge_model)
         self.policy = replace(req.policy, timeout_s=None) if self.local else req.policy
+        # Set (inside the event loop) for a local engine with a known address: its watch decides
+        # when a call is abandoned, and its queue sets how many calls are in flight.
+        self.watch: EngineWatch | None = None
         self._check_credentials()
 
     def _check_credentials(self) -> None:
@@ -164,8 +168,12 @@ class LLMJudge:
             async def call():
                 return await litellm.acompletion(**self._kwargs(messages))
 
+            if self.watch is not None:
+                self.limiter.limit = next_limit(self.limiter.limit, self.limiter.in_flight, self.watch.latest,
+                                                low=1, high=self.limiter.maximum)
             try:
-                response, attempts = await call_with_retries(call, self.limiter, self.policy, self.stats.fanout)
+                response, attempts = await call_with_retries(call, self.limiter, self.policy, self.stats.fanout,
+                                                             engine=self.watch)
             except CallFailed as exc:
                 usage["attempts"] += exc.attempts
                 self._log_call(vid, "failed", exc.attempts, None, time.perf_counter() - started, exc.reason)
@@ -335,8 +343,11 @@ def run_judging(req: JudgeRequest, progress=None) -> dict:
                 progress(stats)
 
         async def main() -> None:
-            async with Ticker(f"{folder.name} · {label}", "verdicts", stats.snapshot,
-                              req.progress_every_s if todo else 0):
+            async with AsyncExitStack() as scope:
+                if judge is not None and judge.local and req.api_base:
+                    judge.watch = await scope.enter_async_context(EngineWatch(req.api_base))
+                await scope.enter_async_context(Ticker(f"{folder.name} · {label}", "verdicts", stats.snapshot,
+                                                       req.progress_every_s if todo else 0))
                 await asyncio.gather(*(one(vid, ep) for vid, ep in todo))
 
         asyncio.run(main())
