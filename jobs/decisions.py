@@ -72,12 +72,13 @@ def target_complete(*, missing_cells: list | None, episodes: int, verdicts_per_j
     return all(verdicts_per_judge.get(j) == expected for j in judges)
 
 
-COUNTERS = ("timed_out", "requeued", "regenerated", "retried", "engine_losses", "engine_restarts", "judge_give_ups")
+COUNTERS = ("timed_out", "requeued", "regenerated", "failed", "retried", "engine_losses", "engine_restarts",
+            "judge_give_ups")
 
 
 def add_generation_counts(counts: dict, summary: dict | None) -> None:
     stats = (summary or {}).get("stats") or {}
-    for key in ("timed_out", "requeued", "retried", "engine_losses", "engine_restarts"):
+    for key in ("timed_out", "requeued", "failed", "retried", "engine_losses", "engine_restarts"):
         counts[key] = counts.get(key, 0) + int(stats.get(key) or 0)
     counts["regenerated"] = counts.get("regenerated", 0) + int((summary or {}).get("regenerated") or 0)
 

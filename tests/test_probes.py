@@ -156,6 +156,9 @@ def test_sweep_config_probes_block(tmp_path):
     from harness.sweep_config import ConfigError, load_config
 
     config = yaml.safe_load((ROOT / "eval_configs" / "demo.yaml").read_text())
+    config.pop("probes", None)
+    for adapter in config["models"][0]["adapters"]:  # paths are relative to the config file
+        adapter["recipe"] = str(ROOT / "eval_configs" / adapter["recipe"])
     for block, message in [({"judge": "det"}, "probes.judge 'det' is not an LLM judge"),
                            ({"batery": "builtin"}, "field 'probes.batery'"),
                            ({"battery": str(tmp_path / "none.jsonl")}, "field 'probes.battery'.*file not found")]:
