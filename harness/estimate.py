@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from harness.errors import SkillsweepError
-from serve.sim_model import EngineParams, TrainingModel, engine_params, expected_output_tokens, parse_size, \
-    prompt_tokens
+from serve.sim_model import GPUS, EngineParams, TrainingModel, decode_rate, engine_params, expected_output_tokens, \
+    parse_size, prompt_tokens
 
 if TYPE_CHECKING:
     from harness.bench.model import Bench
@@ -62,8 +62,6 @@ class Cluster:
 
 def parse_cluster(spec: str) -> Cluster:
     """``8xH100`` (one node of 8) or ``2x4xH100`` (two nodes of 4)."""
-    from serve.sim_model import GPUS
-
     match = re.fullmatch(r"\s*(?:(\d+)\s*[xX×]\s*)?(\d+)\s*[xX×]\s*([A-Za-z][A-Za-z0-9]*)\s*", spec)
     if not match:
         raise EstimateError(f"--cluster {spec!r}: expected GPUSxCLASS or NODESxGPUSxCLASS, e.g. 8xH100 or 2x4xH100")
@@ -202,8 +200,6 @@ def _rates(server: _Server, jobs: list[Job], remaining: dict[str, float], t: flo
     busy = min(replicas, total)
     batch = min(total / busy, server.params.max_num_seqs)
     ratio = sum(demand[j.label] * j.prompt_tokens / j.output_tokens for j in jobs) / total
-    from serve.sim_model import decode_rate
-
     tokens_s = busy * decode_rate(server.params, batch, ratio, any(j.lora for j in jobs))
     return {j.label: tokens_s * demand[j.label] / total / j.output_tokens for j in jobs}
 
@@ -312,8 +308,6 @@ def simulate(work: Workload, gpus: int, policy: Policy = "pool", dt: float = 0.5
 
 def job_gpu_s(job: Job, p: EngineParams) -> float:
     """GPU-seconds of a job's cells at the engine's best throughput (a full batch)."""
-    from serve.sim_model import decode_rate
-
     rate = decode_rate(p, p.max_num_seqs, job.prompt_tokens / job.output_tokens, job.lora)
     return job.cells * job.output_tokens / rate
 

@@ -21,7 +21,7 @@ from harness.estimate import (Cluster, EstimateError, Job, Training, Workload, e
 from harness.generate import Target, generate_vllm, plan
 from harness.runstore import RunStore
 from harness.sweep_config import load_config, make_plan
-from serve.engine_watch import fetch_metrics
+from serve.engine_watch import fetch_metrics, parse_metrics
 from serve.registry import AdapterRegistry, RegistryError
 from serve.server import VLLMServer
 from serve.sim_engine import SimEngine, SimSpec, schema_instance
@@ -117,25 +117,23 @@ def test_sim_answers_like_vllm_on_errors_and_json_schema(sim):
 
 def test_metrics_show_running_and_waiting_under_load(tmp_path, tiny):
     """Ten long requests on an engine that batches four: four run, six wait, then all finish."""
-    spec = SimSpec(model=tiny.location, served_name="slow", model_size="0.8b", time_scale=0.2, max_num_seqs=4,
+    spec = SimSpec(model=tiny.location, served_name="slow", model_size="0.8b", time_scale=0.3, max_num_seqs=4,
                    mean_output_tokens=8000, startup_s=0.0)
     with VLLMServer(spec, log_path=tmp_path / "slow.log") as server:
-        before = fetch_metrics(server.base_url)
-
         async def main():
+            # litellm's first call sets itself up: done first, so the ten arrive together.
+            await achat(server.api_base, "slow", build_messages("warm up"), Sampling(max_tokens=1))
+            start = fetch_metrics(server.base_url)
             chats = [asyncio.ensure_future(achat(server.api_base, "slow", build_messages(f"question {i}"),
                                                  Sampling(max_tokens=2000))) for i in range(10)]
             seen = []
             async with httpx.AsyncClient(timeout=10) as client:
                 while not all(c.done() for c in chats):
-                    text = (await client.get(server.base_url + "/metrics")).text
-                    from serve.engine_watch import parse_metrics
-
-                    seen.append(parse_metrics(text))
+                    seen.append(parse_metrics((await client.get(server.base_url + "/metrics")).text))
                     await asyncio.sleep(0.05)
-            return [c.result() for c in chats], seen
+            return [c.result() for c in chats], seen, start
 
-        replies, seen = asyncio.run(main())
+        replies, seen, before = asyncio.run(main())
         after = fetch_metrics(server.base_url)
     full = [s for s in seen if s.running + s.waiting == 10]
     assert full, "never saw all ten requests in the engine at once"
