@@ -141,7 +141,7 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="default: a free port")] = None,
     served_name: Annotated[Optional[str], typer.Option(help="name of the base model on the endpoint")] = None,
     max_lora_rank: Annotated[Optional[int], typer.Option(help="default: derived from the adapters (at least 16)")] = None,
-    max_loras: Annotated[Optional[int], typer.Option(help="default: number of adapters + 2")] = None,
+    max_loras: Annotated[Optional[int], typer.Option(help="GPU slots; default: the LoRA capacity rule")] = None,
     max_model_len: int = 4096,
     kv_cache_gib: Annotated[int, typer.Option(help="KV cache GiB on CPU builds")] = 1,
     lora: Annotated[bool, typer.Option(help="enable runtime LoRA")] = True,
@@ -151,7 +151,7 @@ def serve(
     _positive(max_lora_rank=max_lora_rank, max_loras=max_loras, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib)
     _require(port is None or 0 < port < 65536, "--port", port, "a TCP port, 1-65535")
     from harness.models import ModelNotFound, resolve, short_name
-    from serve.adapters import AdapterError, inspect_adapter, lora_limits, validate_adapter
+    from serve.adapters import AdapterError, inspect_adapter, replica_lora_capacity, validate_adapter
     from serve.registry import AdapterRegistry
     from serve.server import ServerSpec, ServerStartError, VLLMServer
 
@@ -162,15 +162,16 @@ def serve(
     pairs = [_parse_adapter(a) for a in adapter or []]
     try:
         infos = [inspect_adapter(p) for _, p in pairs]
-        rank, slots = lora_limits(infos, min_rank=16, extra_slots=2)
-        rank, slots = max_lora_rank or rank, max_loras or slots
+        capacity = replica_lora_capacity(base.location, [i.rank for i in infos], min_rank=16, extra=2)
+        rank, slots = max_lora_rank or capacity.max_lora_rank, max_loras or capacity.max_loras
         for _, p in pairs:  # fail before a slow server start, not after
             validate_adapter(p, base, rank)
     except AdapterError as exc:
         raise _fail(str(exc))
     name = served_name or short_name(model)
     spec = ServerSpec(model=base.location, served_name=name, enable_lora=lora, max_lora_rank=rank,
-                      max_loras=slots, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib)
+                      max_loras=slots, max_cpu_loras=max(slots, capacity.max_cpu_loras),
+                      max_model_len=max_model_len, kv_cache_gib=kv_cache_gib)
     server = VLLMServer(spec, port=port, base_identity=base.identity)
     # Explicit handlers: a shell starts background jobs with SIGINT ignored, and Python then
     # never raises KeyboardInterrupt, which would leave the server running.
@@ -716,12 +717,19 @@ def train(
 def plan(
     config: Annotated[Path, typer.Argument(help="sweep config YAML")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    estimate: Annotated[bool, typer.Option("--estimate", help="estimate the makespan on --cluster")] = False,
+    cluster: Annotated[str, typer.Option(help="GPUSxCLASS or NODESxGPUSxCLASS, e.g. 8xH100, 2x4xH100")] = "8xH100",
 ) -> None:
-    """Validate a sweep config and print its plan: servers, trainings, targets, cells. No GPU needed."""
+    """Validate a sweep config and print its plan: servers, trainings, targets, cells. No GPU needed.
+    With --estimate, also its makespan on a GPU pool and the lower bound it is compared with."""
+    from harness.estimate import estimate as estimate_makespan, parse_cluster
     from harness.sweep_config import ConfigError, load_config, make_plan
 
     try:
-        described = make_plan(load_config(config)).describe()
+        planned = make_plan(load_config(config))
+        described = planned.describe()
+        if estimate:
+            described["estimate"] = estimate_makespan(planned, parse_cluster(cluster)).describe()
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc))
     if as_json:
@@ -739,6 +747,14 @@ def plan(
         console.print(f"training: {training}", highlight=False)
     console.print(f"cells: {described['cells']}; verdicts: {described['verdicts']} "
                   f"({', '.join(j['label'] for j in described['judges'])})")
+    if estimate:
+        e = described["estimate"]
+        console.print(f"estimate on {e['cluster']}: makespan {e['makespan_s']:.0f} s (replicas from free GPUs; "
+                      f"{e['one_per_base_makespan_s']:.0f} s with one server per base); lower bound "
+                      f"{e['lower_bound_s']:.0f} s (work {e['work_bound_s']:.0f} s, critical path "
+                      f"{e['critical_path_s']:.0f} s); bound / makespan {e['bound_over_makespan']:.2f}", highlight=False)
+        if e["left_out"]:
+            console.print(f"left out (no GPU work): {', '.join(e['left_out'])}", highlight=False)
 
 
 @app.command("run")

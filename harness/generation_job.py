@@ -86,16 +86,18 @@ def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
 
 def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: ExitStack) -> tuple[list[Target], dict]:
     """Start a server for ``targets``, load their adapters, and point the targets at it."""
-    from serve.adapters import lora_limits, validate_adapter
+    from serve.adapters import replica_lora_capacity, validate_adapter
     from serve.registry import AdapterRegistry
     from serve.server import ServerSpec, VLLMServer
 
-    rank, slots = lora_limits(infos)
+    capacity = replica_lora_capacity(base.location, [i.rank for i in infos])
+    rank = capacity.max_lora_rank
     for _, path in req.adapters:
         validate_adapter(path, base, rank)
     label = short_name(req.model)
     spec = ServerSpec(model=base.location, served_name=label, enable_lora=bool(infos),
-                      max_lora_rank=rank, max_loras=slots, max_model_len=req.max_model_len,
+                      max_lora_rank=rank, max_loras=capacity.max_loras, max_cpu_loras=capacity.max_cpu_loras,
+                      max_model_len=req.max_model_len,
                       dtype=targets[0].dtype or "auto", cpu_bind=req.cpu_bind)
     server = stack.enter_context(VLLMServer(spec, base_identity=base.identity))
     registry = AdapterRegistry(server.api_base, base, label, rank)

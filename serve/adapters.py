@@ -159,14 +159,84 @@ def validate_adapter(path: str | Path, base: ResolvedModel, max_rank: int) -> Ad
     return info
 
 
-def lora_limits(infos: list[AdapterInfo], *, min_rank: int = 8, extra_slots: int = 0) -> tuple[int, int]:
-    """(max_lora_rank, max_loras) for a server that must hold ``infos`` at once.
+# LoRA capacity (README, "Simulated engine and estimates" → "LoRA capacity").
+# A batch of max_num_seqs requests, each target keeping `concurrency` in flight, mixes at most
+# max_num_seqs / concurrency adapters (vLLM 256 / skillsweep 32): slots beyond that stay unused.
+BATCH_ADAPTERS = 256 // 32
+LORA_GPU_SHARE = 0.05  # of a replica's GPU memory for LoRA slots (taken from the KV cache)
+LORA_HOST_SHARE = 0.10  # of host memory for adapters kept in vLLM's CPU cache
 
-    The rank is rounded up to the next value vLLM accepts; ``min_rank`` and ``extra_slots``
-    leave room for adapters added later at runtime.
-    """
-    needed = max([min_rank, *(i.rank for i in infos)])
+
+@dataclass(frozen=True)
+class LoraCapacity:
+    max_lora_rank: int
+    max_loras: int  # GPU slots: distinct adapters in one batch
+    max_cpu_loras: int  # adapters kept in host memory; vLLM re-reads others from disk on use
+
+
+def lora_rank(ranks, min_rank: int = 8) -> int:
+    """The smallest rank vLLM accepts that holds every adapter's rank (and ``min_rank``)."""
+    needed = max([min_rank, *ranks])
     rank = next((r for r in VLLM_LORA_RANKS if r >= needed), None)
     if rank is None:
         raise ValueError(f"LoRA rank {needed} exceeds vLLM's largest supported rank {VLLM_LORA_RANKS[-1]}")
-    return rank, max(1, len(infos) + extra_slots)
+    return rank
+
+
+def lora_slot_bytes(model_config: dict, rank: int, dtype_bytes: int = 2) -> int:
+    """Bytes of one LoRA slot at ``rank``: A (rank x in) and B (out x rank) for each linear
+    layer of each decoder layer (q, k, v, o, gate, up, down), as vLLM allocates per slot."""
+    h = model_config["hidden_size"]
+    heads = model_config.get("num_attention_heads", 1)
+    head_dim = model_config.get("head_dim") or h // heads
+    q, kv = heads * head_dim, model_config.get("num_key_value_heads", heads) * head_dim
+    i = model_config.get("intermediate_size", 4 * h)
+    per_layer = (h + q) + 2 * (h + kv) + (q + h) + 2 * (h + i) + (i + h)
+    return dtype_bytes * rank * per_layer * model_config["num_hidden_layers"]
+
+
+def lora_capacity(adapters: int, ranks=(), *, min_rank: int = 8, extra: int = 0, model_config: dict | None = None,
+                  gpu_bytes: float | None = None, host_bytes: float | None = None,
+                  batch_adapters: int = BATCH_ADAPTERS) -> LoraCapacity:
+    """LoRA limits for a server replica that will hold ``adapters`` (+ ``extra`` added later).
+
+    * ``max_lora_rank``: :func:`lora_rank`.
+    * ``max_loras`` (GPU slots): as many as adapters, at most ``batch_adapters`` (what one batch
+      can mix) and at most what fits in ``LORA_GPU_SHARE`` of the replica's GPU memory.
+    * ``max_cpu_loras``: every adapter, so none is re-read from disk, unless that exceeds
+      ``LORA_HOST_SHARE`` of host memory; never fewer than ``max_loras`` (vLLM requires it).
+
+    Without a model config or memory sizes only the counts apply. More adapters than slots
+    work: a request whose adapter has no slot waits until one frees.
+    """
+    rank = lora_rank(ranks, min_rank)
+    wanted = max(1, adapters + extra)
+    slots, cpu = min(wanted, max(1, batch_adapters)), wanted
+    slot = lora_slot_bytes(model_config, rank) if model_config else None
+    if slot and gpu_bytes:
+        slots = min(slots, max(1, int(gpu_bytes * LORA_GPU_SHARE // slot)))
+    if slot and host_bytes:
+        cpu = min(cpu, int(host_bytes * LORA_HOST_SHARE // slot))
+    return LoraCapacity(rank, slots, max(slots, cpu))
+
+
+def model_config(location: str | Path) -> dict | None:
+    """A checkpoint folder's ``config.json`` (its text model's part), or None."""
+    try:
+        config = json.loads((Path(location) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    config = config.get("text_config", config)
+    return config if "hidden_size" in config and "num_hidden_layers" in config else None
+
+
+def replica_lora_capacity(base_location: str | Path, ranks=(), adapters: int = 0, *, min_rank: int = 8,
+                          extra: int = 0) -> LoraCapacity:
+    """:func:`lora_capacity` for a replica on this machine: the base's geometry from its
+    checkpoint, the GPU's and host's memory from the hardware (run it where the server runs)."""
+    from serve.hardware import gpu_memory_bytes, host_memory_bytes
+
+    ranks = list(ranks)
+    return lora_capacity(adapters or len(ranks), ranks, min_rank=min_rank, extra=extra,
+                         model_config=model_config(base_location), gpu_bytes=gpu_memory_bytes(),
+                         host_bytes=host_memory_bytes())

@@ -68,6 +68,21 @@ def has_cuda() -> bool:
         return False
 
 
+def gpu_memory_bytes() -> int | None:
+    """Memory of the GPU this process would serve on (device 0 of those it sees), None without one."""
+    if not has_cuda():
+        return None
+    import torch
+
+    return int(torch.cuda.get_device_properties(0).total_memory)
+
+
+def host_memory_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
 def serving_dtype(*, gpu: bool | None = None, cpu: CpuInfo | None = None) -> str:
     """The dtype a server runs in on this machine (recorded in every run's manifest)."""
     if gpu if gpu is not None else has_cuda():

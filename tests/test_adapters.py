@@ -8,7 +8,6 @@ from serve.adapters import (
     AdapterError,
     check_base,
     inspect_adapter,
-    lora_limits,
     served_name,
     validate_adapter,
 )
@@ -56,10 +55,3 @@ def test_content_hash_follows_weights_not_location(adapters, tmp_path):
     assert a.content_hash != b.content_hash
     assert served_name("x", a) != served_name("x", b)
     assert served_name("x", a) == f"x-{a.content_hash[:12]}"
-
-
-def test_lora_limits_round_up_to_vllm_ranks(adapters):
-    infos = [inspect_adapter(adapters[k]) for k in ("a", "b", "rank32")]
-    assert lora_limits(infos) == (32, 3)
-    assert lora_limits(infos[:2], min_rank=16, extra_slots=2) == (16, 4)
-    assert lora_limits([]) == (8, 1)
