@@ -57,15 +57,19 @@ class ServerActor:
     ``__init__`` again) loads them all before it answers, so no caller has to remember them."""
 
     def __init__(self, model_ref: str, served_name: str, max_model_len: int, kv_cache_gib: int,
-                 max_lora_rank: int, max_loras: int, cpu_bind: str | None, adapters_file: str):
+                 lora_ranks: list[int], cpu_bind: str | None, adapters_file: str):
         from harness.models import resolve
+        from serve.adapters import replica_lora_capacity
         from serve.server import COMPACT_JSON_ARGS, ServerSpec, VLLMServer
 
         self.base = resolve(model_ref)
         self.served_name = served_name
         self.adapters_file = Path(adapters_file)
+        # Slots from the adapters this server will hold and this replica's memory (serve.adapters).
+        lora = replica_lora_capacity(self.base.location, lora_ranks, adapters=max(1, len(lora_ranks)))
         self.spec = ServerSpec(model=self.base.location, served_name=served_name, enable_lora=True,
-                               max_lora_rank=max_lora_rank, max_loras=max_loras, max_model_len=max_model_len,
+                               max_lora_rank=lora.max_lora_rank, max_loras=lora.max_loras,
+                               max_cpu_loras=lora.max_cpu_loras, max_model_len=max_model_len,
                                kv_cache_gib=kv_cache_gib, cpu_bind=cpu_bind, extra_args=COMPACT_JSON_ARGS)
         self.server = VLLMServer(self.spec, base_identity=self.base.identity).start()
         self.served: dict[str, str] = {}
@@ -241,14 +245,12 @@ class Sweep:
                                expected=self.plan.tasks * len(self.config.conditions),
                                judges=[j.label for j in self.config.judges])
 
-    def _lora_limits(self, model_label: str) -> tuple[int, int]:
-        from serve.adapters import VLLM_LORA_RANKS
+    def _lora_ranks(self, model_label: str) -> list[int]:
+        """The ranks of the LoRA adapters this sweep will register on ``model_label``'s server."""
         from train.recipe import load_recipe
 
         recipes = [load_recipe(t.recipe_path) for t in self.plan.trainings if t.model_label == model_label]
-        ranks = [r.lora.r for r in recipes if r.method == "lora"] or [8]
-        rank = next(r for r in VLLM_LORA_RANKS if r >= max(ranks))
-        return rank, max(1, len(recipes))
+        return [r.lora.r for r in recipes if r.method == "lora"]
 
     def _server_keys(self, pending) -> list[tuple[str, str, int]]:
         """(key, model reference, max_model_len) of every server the pending targets need."""
@@ -271,12 +273,11 @@ class Sweep:
         if key not in self.servers:
             index = len(self.servers)
             declared = self.resources.server(index)
-            rank, slots = self._lora_limits(key)
             adapters_file = self.folder / "servers" / f"{key}.adapters.json"
             adapters_file.parent.mkdir(parents=True, exist_ok=True)
             self.servers[key] = ServerActor.options(
                 name=f"server:{self.run}:{key}", namespace=NAMESPACE, **declared.options(),
-            ).remote(model_ref, key, max_model_len, self.config.resources.kv_cache_gib, rank, slots,
+            ).remote(model_ref, key, max_model_len, self.config.resources.kv_cache_gib, self._lora_ranks(key),
                      self.resources.cpu_bind(index), str(adapters_file))
             log(f"server {key}: starting ({declared.describe()})")
         return self.servers[key]
