@@ -31,7 +31,7 @@ from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
 from harness.models import resolve
 from harness.prompts import render
-from jobs.benchmark_generation import machine_facts
+from jobs.benchmark_generation import write_benchmark
 from serve.server import ServerSpec, VLLMServer, server_env
 
 OUT = Path("results/benchmarks/ceiling.json")
@@ -147,11 +147,8 @@ def main() -> None:
         "ratio_definition": "harness output tok/s / max(bare async client at its best concurrency, offline LLM.chat)",
         "paths": figures, "cells": len(prompts), "model": args.model, "dtype": spec.dtype,
         "sampling": sampling.as_dict(), "bench": args.bench, "split": args.split,
-        "machine": machine_facts(),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_benchmark(args.out, result)
     print(f"harness / ceiling = {result['ratio']} (harness {result['harness_tok_s']} tok/s; bare client "
           f"{result['bare_client_best_tok_s']} at concurrency {result['bare_client_best_concurrency']}; offline "
           f"{result['offline_tok_s']}); dtype {spec.dtype}; wrote {args.out}")

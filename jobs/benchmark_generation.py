@@ -33,6 +33,14 @@ def machine_facts() -> dict:
             "python": platform.python_version()}
 
 
+def write_benchmark(out: Path, result: dict) -> dict:
+    """A benchmark's JSON under results/benchmarks/, with the machine and the time it ran."""
+    result = {**result, "machine": machine_facts(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def _path_figures(summary: dict, wall_total: float, dtype: str | None) -> dict:
     stats = summary["stats"]
     wall = stats["wall_s"]
@@ -83,11 +91,8 @@ def main() -> None:
         "split": args.split,
         "sampling": sampling.as_dict(),
         "concurrency": args.concurrency,
-        "machine": machine_facts(),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result = write_benchmark(args.out, result)
     print(f"ratio (vLLM {figures['vllm']['dtype']} / HF {figures['hf']['dtype']} output tokens per second): "
           f"{result['ratio']}x over {result['cells']} cells on {result['machine']['cpu']['model']}; "
           f"identical responses {identical}/{len(joined)}; wrote {args.out}")

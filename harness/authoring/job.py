@@ -26,7 +26,7 @@ from harness.authoring.dedup import NUM_PERM, SHINGLE, near_duplicates
 from harness.authoring.schema import (ANSWER_RULES, DIFFICULTIES, REWRITE_SCHEMA, DeclarativeSkill, RewriteReply,
                                       TaskReply, check_answer, schema_hash, task_schema)
 from harness.authoring.templates import load_prompt
-from harness.bench.load import _native_records, load_native, write_native
+from harness.bench.load import _native_records, load_native, unique_records, write_native
 from harness.bench.model import Bench, BenchError, QueryType, Skill, Task
 from harness.client import Sampling, _request
 from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
@@ -153,15 +153,7 @@ def _unit(stage: str, skill: str, index: int | None, query_type: str | None, pro
 
 
 def load_declarative(file: Path) -> list[DeclarativeSkill]:
-    records = _native_records(Path(file), DeclarativeSkill, "name")
-    seen: set[str] = set()
-    for path, record, skill in records:
-        if skill.name in seen:
-            raise BenchError(path, record, "name", f"duplicate skill name {skill.name!r}")
-        seen.add(skill.name)
-    if not records:
-        raise BenchError(str(file), None, None, "no skills")
-    return [s for _, _, s in records]
+    return unique_records(file, DeclarativeSkill, "name", "skill")
 
 
 class Author:

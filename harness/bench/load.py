@@ -92,6 +92,21 @@ def _assemble(name: str, skills: list[tuple[str, str, Skill]], tasks: list[tuple
     return Bench(name=name, skills=by_name, tasks=tuple(t for _, _, t in tasks))
 
 
+def unique_records(file: Path, model, key: str, noun: str) -> list:
+    """The records of a native JSONL file of ``model``, each ``key`` once; a located error
+    for a repeated key or an empty file."""
+    records = _native_records(Path(file), model, key)
+    seen: set[str] = set()
+    for path, record, item in records:
+        value = getattr(item, key)
+        if value in seen:
+            raise BenchError(path, record, key, f"duplicate {noun} {key} {value!r}")
+        seen.add(value)
+    if not records:
+        raise BenchError(str(file), None, None, f"no {noun}s")
+    return [item for _, _, item in records]
+
+
 def _native_records(file: Path, model, key: str) -> list[tuple[str, str, object]]:
     out = []
     for lineno, obj in _read_jsonl(file):

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.bench.load import _native_records
-from harness.bench.model import BenchError
+from harness.bench.load import unique_records
 
 BUILTIN_BATTERY = Path(__file__).parent / "builtin.jsonl"
 
@@ -67,12 +66,5 @@ class Battery(BaseModel):
 def load_battery(spec: str | Path) -> Battery:
     """``builtin`` or a JSONL file of probes."""
     file = BUILTIN_BATTERY if str(spec) == "builtin" else Path(spec).expanduser()
-    records = _native_records(file, Probe, "uid")
-    seen: set[str] = set()
-    for path, record, probe in records:
-        if probe.uid in seen:
-            raise BenchError(path, record, "uid", f"duplicate probe uid {probe.uid!r}")
-        seen.add(probe.uid)
-    if not records:
-        raise BenchError(str(file), None, None, "no probes")
-    return Battery(name="builtin" if str(spec) == "builtin" else file.stem, probes=tuple(p for _, _, p in records))
+    probes = unique_records(file, Probe, "uid", "probe")
+    return Battery(name="builtin" if str(spec) == "builtin" else file.stem, probes=tuple(probes))
