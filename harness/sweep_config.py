@@ -99,6 +99,9 @@ class Resources(_Strict):
     train_gpus: float = Field(1.0, ge=0)
     serve_gpus: float = Field(1.0, ge=0)
     kv_cache_gib: int = Field(2, ge=1)
+    # CPU-only nodes: serving and training take every core in turn, or split the cores and
+    # overlap (jobs/resources.py; the README has the measurements behind the default).
+    cpu_policy: Literal["in-turn", "partition"] = "in-turn"
 
 
 class SweepConfig(_Strict):

@@ -4,7 +4,12 @@ The rule (also in the README, "Resources"):
 
 * **GPU nodes.** A server declares ``serve_gpus`` GPUs and one CPU (its API front end and
   engine core); a trainer ``train_gpus`` GPUs and one CPU.
-* **CPU-only nodes.** Cores are partitioned (:func:`serve.hardware.partition_cores`): each
+* **CPU-only nodes, ``in-turn`` (the default).** Servers split every core between them
+  (disjoint sets), the trainer binds every core, and the sweep's driver runs serving and
+  training in turn (:class:`jobs.turns.TurnGate`): a training starts when no generation or
+  judging runs, and serving waits while it trains. Ray's declarations split the node in half
+  between the two sides (the gate, not Ray, keeps them apart), less :data:`HARNESS_SHARE`.
+* **CPU-only nodes, ``partition``.** Cores are partitioned (:func:`serve.hardware.partition_cores`): each
   server binds its own cores and declares that many CPUs; the trainer runs on the rest and
   declares them less :data:`HARNESS_SHARE`, the part of a core left to the light processes
   that share it (vLLM front ends, drivers, judge fan-outs). When there are too few cores for
@@ -46,6 +51,7 @@ class ResourceModel:
     trainer: Declaration
     driver: Declaration = field(default_factory=lambda: Declaration(DRIVER_CPUS))
     cores: CorePlan | None = None
+    in_turn: bool = False  # serving and training must not overlap (the driver's gate)
 
     def server(self, index: int) -> Declaration:
         return self.servers[index % len(self.servers)]
@@ -57,16 +63,21 @@ class ResourceModel:
     def describe(self) -> dict:
         return {"gpu": self.gpu, "servers": [s.describe() for s in self.servers],
                 "trainer": self.trainer.describe(), "driver": self.driver.describe(),
-                "cores_shared": bool(self.cores and self.cores.shared)}
+                "cores_shared": bool(self.cores and self.cores.shared), "in_turn": self.in_turn}
 
 
 def resource_model(*, node_cores: tuple[int, ...], gpus: float, servers: int,
-                   serve_gpus: float = 1.0, train_gpus: float = 1.0) -> ResourceModel:
+                   serve_gpus: float = 1.0, train_gpus: float = 1.0, cpu_policy: str = "in-turn") -> ResourceModel:
     """Declarations for ``servers`` engines and trainings on one node."""
     servers = max(servers, 1)
     if gpus > 0:
         return ResourceModel(True, tuple(Declaration(1.0, serve_gpus) for _ in range(servers)),
                              Declaration(1.0, train_gpus))
+    if cpu_policy == "in-turn" and len(node_cores) >= servers:
+        plan = partition_cores(node_cores, servers, rest=False)
+        half = max((len(node_cores) - HARNESS_SHARE) / 2, DRIVER_CPUS)
+        return ResourceModel(False, tuple(Declaration(round(half / servers, 3), 0.0, s) for s in plan.servers),
+                             Declaration(round(half, 3), 0.0, plan.rest), cores=plan, in_turn=True)
     plan = partition_cores(node_cores, servers)
     if plan.shared:
         # Everyone overlaps: declare a fair fraction so all fit on the node at once.

@@ -34,6 +34,7 @@ import ray
 from jobs.decisions import (COUNTERS, MAX_GENERATION_ATTEMPTS, add_generation_counts, after_generation,
                             after_judging, target_complete, with_history)
 from jobs.resources import DRIVER_CPUS, Declaration, ResourceModel, resource_model
+from jobs.turns import TurnGate
 
 NAMESPACE = "skillsweep"
 
@@ -217,6 +218,8 @@ class Sweep:
         self.models = {m.label: m for m in self.config.models}
         self.servers: dict[str, ray.actor.ActorHandle] = {}
         self.resources: ResourceModel | None = None
+        self.gate = TurnGate(False)
+        self.corpus_done = asyncio.Event()
         self.stage: dict[str, dict] = {name: {"wall_s": 0.0} for name in
                                        ("corpus", "training", "generation", "judging", "report")}
         self.counts = dict.fromkeys(COUNTERS, 0)
@@ -322,9 +325,21 @@ class Sweep:
 
     async def run_corpus(self, ref) -> None:
         started = time.time()
-        summary = await aget(ref)
+        try:
+            async with self.gate.serving():
+                summary = await aget(ref)
+        finally:
+            self.corpus_done.set()
         log(f"corpus: kept {summary['rows']} of {summary['traces']} traces → {summary['corpus']}")
         self.stage["corpus"] = {"wall_s": round(time.time() - started, 2), **summary}
+
+    async def train(self, target, corpus):
+        """A training, in its turn: after the corpus, and (in-turn) while no serving step runs."""
+        await self.corpus_done.wait()
+        async with self.gate.training():
+            if self.gate.enabled:
+                log(f"{target.label}: training (serving waits: the cores take turns)")
+            return await aget(self.submit_training(target, corpus))
 
     def submit_training(self, target, corpus) -> ray.ObjectRef:
         t = target.training
@@ -340,7 +355,7 @@ class Sweep:
         if target.kind == "adapter":
             started = time.time()
             try:
-                meta = await aget(training_ref)
+                meta = await training_ref
             except Exception as exc:  # a failed training fails its own cells only
                 reason = f"training failed: {_short(exc)}"
                 self.failures.append({"target": target.label, "stage": "training", "reason": reason})
@@ -372,6 +387,10 @@ class Sweep:
         await self.judge(target)
 
     async def generate(self, target, served: str, server_key: str | None) -> bool:
+        async with self.gate.serving():
+            return await self._generate(target, served, server_key)
+
+    async def _generate(self, target, served: str, server_key: str | None) -> bool:
         started = time.time()
         handle = self.servers.get(server_key) if server_key else None
         for attempt in range(1, MAX_GENERATION_ATTEMPTS + 1):
@@ -402,8 +421,9 @@ class Sweep:
                 model, api_base = await self.judge_endpoint(judge)
                 request = {"label": judge.label, "mode": judge.mode, "judge_model": model, "api_base": api_base,
                            "concurrency": judge.concurrency}
-                summary = await aget(judge_task.options(**self._driver()).remote(
-                    str(self.sub_run(target.label)), request, self.bench, attempt > 1))
+                async with self.gate.serving():
+                    summary = await aget(judge_task.options(**self._driver()).remote(
+                        str(self.sub_run(target.label)), request, self.bench, attempt > 1))
                 decision = after_judging(summary, attempt)
                 if "stats" in summary:
                     s = summary["stats"]
@@ -434,8 +454,8 @@ class Sweep:
         targets = []
         for target in self.plan.targets:
             model = self.models[target.model_label]
-            if not model.base or target.label in self.servers or any(
-                    f["target"] == target.label for f in self.failures if "target" in f):
+            partial = target.kind == "adapter" and target.label in self.servers
+            if not model.base or partial or any(f.get("target") == target.label for f in self.failures):
                 continue  # API rows have no adapters to compare; partial checkpoints serve alone
             info = await self.server_info(model.label)
             sampling = Sampling(max_tokens=spec.max_tokens, repetition_penalty=spec.repetition_penalty)
@@ -460,7 +480,8 @@ class Sweep:
                                sampling=targets[0].sampling, judge_model=judge_model, judge_api_base=judge_api,
                                judge_label=spec.judge, concurrency=spec.concurrency)
         log(f"probes: the {spec.battery} battery on {len(targets)} targets")
-        summary = await aget(probe_task.options(**self._driver()).remote(request))
+        async with self.gate.serving():
+            summary = await aget(probe_task.options(**self._driver()).remote(request))
         self.stage["probes"] = {"wall_s": round(time.time() - started, 2), "cells": summary.get("cells")}
         log(f"probes: done ({summary.get('cells')} cells)")
 
@@ -475,6 +496,7 @@ class Sweep:
         # A partially fine-tuned checkpoint is served alone once trained: its slot is planned now.
         partial = sum(1 for t in pending if t.kind == "adapter" and _recipe_method(t.training.recipe_path) == "partial")
         self.resources = _resources(len(keys) + partial, self.config.resources)
+        self.gate = TurnGate(self.resources.in_turn)
         trainings = [t for t in pending if t.kind == "adapter"]
         needs_corpus = bool(trainings) and self.config.corpus is not None
         corpus_path = None
@@ -485,13 +507,14 @@ class Sweep:
         # Trainings first where their input exists: they hold the longest path.
         refs = {}
         if not needs_corpus or corpus_path:
-            refs = {t.label: self.submit_training(t, corpus_path) for t in trainings}
+            self.corpus_done.set()
+            refs = {t.label: asyncio.ensure_future(self.train(t, corpus_path)) for t in trainings}
         for key, ref, length in keys:  # all servers start at once (Ray constructs actors concurrently)
             self.start_server(key, ref, length)
         pipelines = []
         if needs_corpus and not corpus_path:
             corpus_ref = await self.build_corpus()
-            refs = {t.label: self.submit_training(t, corpus_ref) for t in trainings}
+            refs = {t.label: asyncio.ensure_future(self.train(t, corpus_ref)) for t in trainings}
             pipelines.append(self.run_corpus(corpus_ref))
         pipelines += [self.pipeline(t, refs.get(t.label)) for t in pending]
         gen_started = time.time()
@@ -595,7 +618,7 @@ def _resources(servers: int, config) -> ResourceModel:
     cores = cpu_info().cores[: max(1, int(cluster.get("CPU", 1)))]
     uses_gpus = cluster.get("GPU", 0) > 0 and (config.serve_gpus > 0 or config.train_gpus > 0)
     return resource_model(node_cores=cores, gpus=cluster.get("GPU", 0) if uses_gpus else 0, servers=servers,
-                          serve_gpus=config.serve_gpus, train_gpus=config.train_gpus)
+                          serve_gpus=config.serve_gpus, train_gpus=config.train_gpus, cpu_policy=config.cpu_policy)
 
 
 def _has_gpu() -> bool:

@@ -120,19 +120,20 @@ class CorePlan:
         return ",".join(str(c) for c in self.servers[server % len(self.servers)])
 
 
-def partition_cores(cores: tuple[int, ...] | list[int], servers: int) -> CorePlan:
-    """Split ``cores`` between ``servers`` engines and the rest.
+def partition_cores(cores: tuple[int, ...] | list[int], servers: int, rest: bool = True) -> CorePlan:
+    """Split ``cores`` between ``servers`` engines and (``rest``) the rest.
 
     The rest gets ``len(cores) // (2 * servers + 1)`` cores (at least one); servers share the
-    remainder evenly, earlier servers taking the odd cores. With no more cores than servers
-    the sets overlap (``shared``)."""
+    remainder evenly, earlier servers taking the odd cores. Without ``rest`` the servers share
+    every core (serving and training then run in turn) and the rest is all of them. With no
+    more cores than servers (+1 for the rest) the sets overlap (``shared``)."""
     cores = tuple(cores)
     if not cores:
         raise ValueError("no cores to partition")
     servers = max(servers, 1)
-    if len(cores) <= servers:
+    if len(cores) < servers + int(rest):
         return CorePlan(tuple((cores[i % len(cores)],) for i in range(servers)), (cores[-1],), True)
-    rest_n = max(1, len(cores) // (2 * servers + 1))
+    rest_n = max(1, len(cores) // (2 * servers + 1)) if rest else 0
     serve_cores = cores[: len(cores) - rest_n]
     per, extra = divmod(len(serve_cores), servers)
     sets, start = [], 0
@@ -140,4 +141,4 @@ def partition_cores(cores: tuple[int, ...] | list[int], servers: int) -> CorePla
         n = per + (1 if i < extra else 0)
         sets.append(serve_cores[start:start + n])
         start += n
-    return CorePlan(tuple(sets), cores[len(cores) - rest_n:], False)
+    return CorePlan(tuple(sets), cores[len(cores) - rest_n:] if rest else cores, False)

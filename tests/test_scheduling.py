@@ -34,10 +34,62 @@ def test_cpu_declarations_never_oversubscribe_the_node(cores, servers):
     assert model.driver.num_cpus == DRIVER_CPUS and all(s.num_gpus == 0 for s in model.servers)
 
 
-def test_two_core_node_binds_the_server_to_one_core_and_trains_on_the_other():
-    model = resource_model(node_cores=(0, 1), gpus=0, servers=1)
-    assert model.cpu_bind(0) == "0" and model.trainer.cores == (1,)
+@pytest.mark.parametrize("policy", ["in-turn", "partition"])
+@pytest.mark.parametrize("cores,servers", [(2, 1), (2, 2), (1, 1), (8, 3), (16, 4)])
+def test_cpu_declarations_fit_the_node_under_both_policies(cores, servers, policy):
+    model = resource_model(node_cores=tuple(range(cores)), gpus=0, servers=servers, cpu_policy=policy)
+    declared = sum(s.num_cpus for s in model.servers) + model.trainer.num_cpus
+    assert declared + DRIVER_CPUS <= cores + 1e-9
+    bound = [set(s.cores) for s in model.servers]
+    assert all(bound) and (model.cores.shared or sum(map(len, bound)) == len(set().union(*bound)))
+
+
+def test_two_core_node_partitioned_binds_the_server_to_one_core_and_trains_on_the_other():
+    model = resource_model(node_cores=(0, 1), gpus=0, servers=1, cpu_policy="partition")
+    assert model.cpu_bind(0) == "0" and model.trainer.cores == (1,) and not model.in_turn
     assert model.servers[0].num_cpus == 1.0 and model.trainer.num_cpus == 1 - HARNESS_SHARE
+
+
+def test_two_core_node_in_turn_gives_every_core_to_each_side():
+    model = resource_model(node_cores=(0, 1), gpus=0, servers=1)
+    assert model.in_turn and model.cpu_bind(0) == "0,1" and model.trainer.cores == (0, 1)
+    two = resource_model(node_cores=(0, 1, 2, 3), gpus=0, servers=2)
+    assert [two.cpu_bind(0), two.cpu_bind(1)] == ["0,1", "2,3"]  # servers still disjoint
+
+
+def test_turn_gate_lets_a_training_in_between_serving_steps():
+    import asyncio
+
+    from jobs.turns import TurnGate
+
+    order = []
+
+    async def serve(name, hold, gate):
+        async with gate.serving():
+            order.append(f"{name}+")
+            await asyncio.sleep(hold)
+            order.append(f"{name}-")
+
+    async def train(gate):
+        async with gate.training():
+            order.append("train+")
+            await asyncio.sleep(0.05)
+            order.append("train-")
+
+    async def main(enabled):
+        gate = TurnGate(enabled)
+        first = asyncio.ensure_future(serve("a", 0.05, gate))
+        await asyncio.sleep(0.01)
+        training = asyncio.ensure_future(train(gate))
+        await asyncio.sleep(0.01)
+        late = asyncio.ensure_future(serve("b", 0.01, gate))  # arrives while the training waits
+        await asyncio.gather(first, training, late)
+
+    asyncio.run(main(True))
+    assert order == ["a+", "a-", "train+", "train-", "b+", "b-"]
+    order.clear()
+    asyncio.run(main(False))
+    assert order.index("train+") < order.index("a-")  # no gate: everything overlaps
 
 
 def test_gpu_declarations_follow_the_config():
