@@ -220,6 +220,8 @@ class Sweep:
         self.resources: ResourceModel | None = None
         self.gate = TurnGate(False)
         self.corpus_done = asyncio.Event()
+        self.generated: set[str] = set()  # targets whose cells are in (the probes follow them)
+        self.probe_lock = asyncio.Lock()  # one probe job at a time: they share a run folder
         self.stage: dict[str, dict] = {name: {"wall_s": 0.0} for name in
                                        ("corpus", "training", "generation", "judging", "report")}
         self.counts = dict.fromkeys(COUNTERS, 0)
@@ -384,7 +386,20 @@ class Sweep:
             served, server_key = model.api, None
         if not await self.generate(target, served, server_key):
             return
-        await self.judge(target)
+        self.generated.add(target.label)
+        await asyncio.gather(self.judge(target), self.probes_after(target))
+
+    async def probes_after(self, target) -> None:
+        """The probe battery on every target generated so far, beside this target's judging
+        (idempotent: each call adds only the new targets' probes, and redoes the table)."""
+        if not self.config.probes or not self.models[target.model_label].base:
+            return
+        try:
+            async with self.probe_lock:
+                await self.run_probes()
+        except Exception as exc:  # the bench results stand without the probe table
+            self.failures.append({"stage": "probes", "target": target.label, "reason": _short(exc)})
+            log(f"probes failed: {_short(exc)}")
 
     async def generate(self, target, served: str, server_key: str | None) -> bool:
         async with self.gate.serving():
@@ -455,7 +470,7 @@ class Sweep:
         for target in self.plan.targets:
             model = self.models[target.model_label]
             partial = target.kind == "adapter" and target.label in self.servers
-            if not model.base or partial or any(f.get("target") == target.label for f in self.failures):
+            if not model.base or partial or target.label not in self.generated:
                 continue  # API rows have no adapters to compare; partial checkpoints serve alone
             info = await self.server_info(model.label)
             sampling = Sampling(max_tokens=spec.max_tokens, repetition_penalty=spec.repetition_penalty)
@@ -482,7 +497,8 @@ class Sweep:
         log(f"probes: the {spec.battery} battery on {len(targets)} targets")
         async with self.gate.serving():
             summary = await aget(probe_task.options(**self._driver()).remote(request))
-        self.stage["probes"] = {"wall_s": round(time.time() - started, 2), "cells": summary.get("cells")}
+        self.stage["probes"] = {"wall_s": round(self.stage.get("probes", {}).get("wall_s", 0) + time.time() - started, 2),
+                                "cells": summary.get("cells")}
         log(f"probes: done ({summary.get('cells')} cells)")
 
     async def execute(self) -> dict:
@@ -525,12 +541,6 @@ class Sweep:
                 self.failures.append({"target": label, "stage": "pipeline", "reason": _short(result)})
                 log(f"{label}: failed: {_short(result)}")
         self.stage["pipelines_wall_s"] = round(time.time() - gen_started, 2)
-        if self.config.probes:
-            try:
-                await self.run_probes()
-            except Exception as exc:  # the bench results stand without the probe table
-                self.failures.append({"stage": "probes", "reason": _short(exc)})
-                log(f"probes failed: {_short(exc)}")
         self.merge_and_report()
         return self.finish()
 

