@@ -78,18 +78,26 @@ def _harness(api_base: str, run: Path, args, sampling: Sampling) -> dict:
 _OFFLINE = """
 import json, sys, time
 from vllm import LLM, SamplingParams
-cfg = json.load(open(sys.argv[1]))
-llm = LLM(model=cfg["model"], dtype=cfg["dtype"], max_model_len=cfg["max_model_len"], seed=0)
-params = SamplingParams(temperature=0.0, max_tokens=cfg["max_tokens"], repetition_penalty=cfg["repetition_penalty"],
-                        seed=0)
-out = []
-for _ in range(2):  # the first pass warms the prefix cache, as on the server
-    started = time.perf_counter()
-    results = llm.chat(cfg["prompts"], params, use_tqdm=False)
-    wall = time.perf_counter() - started
-    tokens = sum(len(r.outputs[0].token_ids) for r in results)
-    out.append({"output_tokens": tokens, "wall_s": round(wall, 2), "output_tokens_per_s": round(tokens / wall, 2)})
-json.dump(out, open(cfg["result"], "w"))
+
+
+def main():  # under a main guard: vLLM's engine core is started with multiprocessing spawn
+    cfg = json.load(open(sys.argv[1]))
+    llm = LLM(model=cfg["model"], dtype=cfg["dtype"], max_model_len=cfg["max_model_len"], seed=0)
+    params = SamplingParams(temperature=0.0, max_tokens=cfg["max_tokens"],
+                            repetition_penalty=cfg["repetition_penalty"], seed=0)
+    out = []
+    for _ in range(2):  # the first pass warms the prefix cache, as on the server
+        started = time.perf_counter()
+        results = llm.chat(cfg["prompts"], params, use_tqdm=False)
+        wall = time.perf_counter() - started
+        tokens = sum(len(r.outputs[0].token_ids) for r in results)
+        out.append({"output_tokens": tokens, "wall_s": round(wall, 2),
+                    "output_tokens_per_s": round(tokens / wall, 2)})
+    json.dump(out, open(cfg["result"], "w"))
+
+
+if __name__ == "__main__":
+    main()
 """
 
 
