@@ -30,7 +30,8 @@ from serve.sim_model import (GPUS, TrainingModel, decode_rate, engine_params, ex
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "eval_configs"
-SKILLMIX = Path("/work/shared/reference/skillmix")
+# Where paper.yaml looks for it: beside the checkout (as CI lays shared/ out).
+SKILLMIX = Path(__file__).resolve().parents[2] / "shared" / "reference" / "skillmix"
 
 
 @pytest.fixture(scope="module")
