@@ -96,7 +96,12 @@ class RunStore:
         if not self.journal.exists():
             return []
         rows = []
-        for line in self.journal.read_text(encoding="utf-8").splitlines():
+        # Split on "\n" only: str.splitlines also breaks at U+2028, U+0085 and other separators
+        # that json.dumps(ensure_ascii=False) leaves raw inside strings, and a model's reply may
+        # hold them; such a row would read as torn and be redone on every resume.
+        for line in self.journal.read_text(encoding="utf-8").split("\n"):
+            if not line:
+                continue
             try:
                 rows.append(json.loads(line))
             except ValueError:

@@ -175,3 +175,28 @@ def test_valid_config_stays_valid():
         (Path(tmp) / "sweep.yaml").write_text(yaml.safe_dump(VALID_CONFIG))
         assert load_config(Path(tmp) / "sweep.yaml").models[0].adapters[0].recipe == \
             str(Path(tmp) / "recipes" / "smoke-lora.yaml")
+
+
+@SETTINGS
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",))), min_size=1, max_size=5))
+def test_journal_rows_survive_any_reply_text(texts):
+    """A model's reply may hold U+2028, U+0085 or other line separators: every row written comes
+    back whole, so a resume never redoes (or, for a teacher, re-calls) a finished unit."""
+    from harness.runstore import RunStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with RunStore(Path(tmp) / "run") as store:
+            for i, text in enumerate(texts):
+                store.append({"cell_id": f"c{i}", "response": text})
+        with RunStore(Path(tmp) / "run") as store:
+            assert [r["response"] for r in store.rows()] == texts
+
+
+def test_journal_keeps_a_reply_with_unicode_line_separators(tmp_path):
+    from harness.runstore import RunStore
+
+    reply = "first\u2028second\x85third\x1cfourth\r\n"
+    with RunStore(tmp_path / "run") as store:
+        store.append({"cell_id": "a", "response": reply})
+    with RunStore(tmp_path / "run") as store:
+        assert store.done_ids() == {"a"} and store.latest()["a"]["response"] == reply

@@ -99,7 +99,7 @@ def apply_transforms(rows: list[dict], steps: list[dict]) -> list[dict]:
 
 def read_corpus(path: Path) -> list[dict]:
     rows = []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), 1):  # see RunStore.rows
         if not line.strip():
             continue
         try:
