@@ -202,6 +202,40 @@ def test_train_cli(corpus_file, tmp_path):
 
 # ------------------------------------------------------------------ teacher tracing
 
+def test_corpus_work_run_is_written_and_read_beside_a_bare_out(tmp_path, monkeypatch):
+    """`corpus build --out x.jsonl`: generation and judging write the work run where build_corpus
+    reads it (./x.run, beside the corpus), not results/x.run. The two jobs are stand-ins that
+    resolve their run as the real ones do (run_dir)."""
+    import train.corpus as corpus
+    from harness.runstore import run_dir
+
+    monkeypatch.chdir(tmp_path)
+    bench = load_bench("builtin")
+    tasks = bench.split("train")
+
+    def generation(req):
+        folder = run_dir(req.run)
+        folder.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame([{"cell_id": t.uid, "task_uid": t.uid, "skill": t.skill,
+                       "prompt_hash": render(bench, t, "curated").hash, "response": f"ANSWER: {t.expected}"}
+                      for t in tasks]).write_parquet(folder / "episodes.parquet")
+        return {"missing": 0}
+
+    def judging(req):
+        folder = run_dir(req.run)
+        (pl.read_parquet(folder / "episodes.parquet")
+         .select("cell_id", "task_uid", pl.lit(req.label).alias("judge_label"),
+                 (pl.col("cell_id") + "-v").alias("verdict_id"), pl.lit(True).alias("passed"))
+         .write_parquet(folder / "verdicts.parquet"))
+        return {"label": req.label}
+
+    monkeypatch.setattr(corpus, "run_generation", generation)
+    monkeypatch.setattr(corpus, "run_judging", judging)
+    summary = build_corpus(CorpusRequest(teacher="t", teacher_url="http://127.0.0.1:1", out=Path("x.jsonl")))
+    assert (tmp_path / "x.run" / "verdicts.parquet").is_file() and not (tmp_path / "results").exists()
+    assert summary["rows"] == len(tasks) == len(read_corpus(tmp_path / "x.jsonl"))
+
+
 def test_teacher_tracing_keeps_only_judge_passing_rows(server, tmp_path):
     out = tmp_path / "corpus.jsonl"
     summary = build_corpus(CorpusRequest(teacher="tiny", teacher_url=server.base_url, out=out,

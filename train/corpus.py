@@ -37,8 +37,14 @@ class CorpusRequest:
     concurrency: int = 16
 
 
+def work_run(out: Path) -> Path:
+    """The corpus's work run, ``OUT.run`` beside it. Absolute, so that generation and judging
+    (which read a bare name such as ``x.run`` as ``results/x.run``) use the folder read here."""
+    return Path(out).absolute().with_suffix(".run")
+
+
 def build_corpus(req: CorpusRequest) -> dict:
-    work = req.out.with_suffix(".run")
+    work = work_run(req.out)
     gen = run_generation(GenerateRequest(
         run=str(work), model=req.teacher, url=req.teacher_url, bench=req.bench, split=req.split,
         conditions=["curated"], backend="vllm" if req.teacher_url else "api", sampling=req.sampling,
