@@ -554,8 +554,8 @@ def stats(
                       f"[{m['delta_ci95'][0]:+.3f}, {m['delta_ci95'][1]:+.3f}]", str(m["unscored_excluded"]))
     console.print(f"judge: {result['judge']}")
     console.print(table)
-    for post, d in result["decomposition"].items():
-        console.print(f"SFT {d['pre']} → {post}: ΔBL {d['delta_bl']:+.3f}, ΔCU {d['delta_cu']:+.3f}, "
+    for d in result["decomposition"].values():
+        console.print(f"SFT {d['pre']} → {d['post']}: ΔBL {d['delta_bl']:+.3f}, ΔCU {d['delta_cu']:+.3f}, "
                       f"Δ-lift {d['delta_lift']:+.3f} [{d['delta_lift_ci95'][0]:+.3f}, {d['delta_lift_ci95'][1]:+.3f}]")
 
 

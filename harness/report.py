@@ -148,9 +148,9 @@ def _tables(stats: dict, agree: dict | None) -> list[tuple[str, list[str], list[
                ["model", "BL", "CU", "Δ", "McNemar", "p (Holm)", "bootstrap 95% CI on Δ", "n", "unscored"], t2,
                "Δ = CU − BL on tasks scored in both conditions; unscored verdicts are excluded and counted.")]
     if stats["decomposition"]:
-        t1 = [[post, d["pre"], _f(d["pre_delta"], True), _f(d["post_delta"], True),
+        t1 = [[d["post"], d["pre"], _f(d["pre_delta"], True), _f(d["post_delta"], True),
                f"{_f(d['delta_bl'], True)} {_ci(d['delta_bl_ci95'])}", f"{_f(d['delta_cu'], True)} {_ci(d['delta_cu_ci95'])}",
-               f"{_f(d['delta_lift'], True)} {_ci(d['delta_lift_ci95'])}"] for post, d in stats["decomposition"].items()]
+               f"{_f(d['delta_lift'], True)} {_ci(d['delta_lift_ci95'])}"] for d in stats["decomposition"].values()]
         tables.append(("SFT contribution (cf. Table 1)", ["post-SFT", "pre-SFT", "pre Δ", "post Δ", "ΔBL", "ΔCU", "Δ-lift"],
                        t1, "Matched generation path required; CIs from one task resample shared by all three."))
     t7 = [[pair, f"{_f(c['independent']['difference'], True)} {_ci(c['independent']['ci95'])}",
@@ -191,12 +191,12 @@ def effect_sentences(stats: dict) -> list[str]:
             out.append(f"{label}: no detectable effect of the curated skill ({tail}); the CI contains 0.{same}")
         else:
             out.append(f"{label}: the curated skill {'raises' if m['delta'] > 0 else 'lowers'} the pass rate ({tail}).")
-    for post, d in stats.get("decomposition", {}).items():
+    for d in stats.get("decomposition", {}).values():
         lo, hi = d.get("delta_lift_ci95") or (None, None)
         if lo is None:
             continue
         verdict = "no detectable SFT lift" if lo <= 0 <= hi else ("an SFT lift" if d["delta_lift"] > 0 else "an SFT loss")
-        out.append(f"{post} vs {d['pre']}: {verdict} (Δ-lift = {d['delta_lift']:+.3f}, 95% CI {_ci((lo, hi))}).")
+        out.append(f"{d['post']} vs {d['pre']}: {verdict} (Δ-lift = {d['delta_lift']:+.3f}, 95% CI {_ci((lo, hi))}).")
     return out
 
 

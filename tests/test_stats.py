@@ -13,6 +13,7 @@ from scipy import stats as sps
 
 from harness.importer import ImportError_, import_skillmix
 from harness.pairing import PathMismatch
+from harness.report import effect_sentences
 from harness.stats.across import cross_model, sft_decomposition
 from harness.stats.job import compute, run_stats
 from harness.stats.paired import (bonferroni, bootstrap_indices, delta_ci, holm, mcnemar, model_stats,
@@ -135,7 +136,7 @@ def test_compute_pairs_pre_and_post_and_refuses_path_mismatch():
     pre = verdict_frame("base", [True] * 6 + [False] * 4, [True] * 5 + [False] * 5)
     post = verdict_frame("base+lora", [True] * 7 + [False] * 3, [True] * 9 + [False] * 1, adapter="h1")
     result = compute(pl.concat([pre, post]), "j", n_boot=300)
-    assert result["decomposition"]["base+lora"]["pre"] == "base"
+    assert result["decomposition"]["base+lora vs base"]["pre"] == "base"
     assert result["models"]["base"]["stage"] == "pre" and result["models"]["base+lora"]["stage"] == "post"
     assert set(result["models"]["base"]) >= {"p_holm", "p_bonferroni"}
     other_path = verdict_frame("base+lora", [True] * 7 + [False] * 3, [True] * 9 + [False] * 1, adapter="h1",
@@ -143,6 +144,20 @@ def test_compute_pairs_pre_and_post_and_refuses_path_mismatch():
     with pytest.raises(PathMismatch, match="max_tokens"):
         compute(pl.concat([pre, other_path]), "j", n_boot=100)
     assert compute(pl.concat([pre, other_path]), "j", n_boot=100, allow_path_mismatch=True)["decomposition"]
+
+
+def test_decomposition_pairs_a_post_sft_model_with_every_pre_sft_model_of_its_base():
+    """Two pre-SFT models on one base (a re-run, another seed): one decomposition each, none overwritten."""
+    pre = verdict_frame("base", [True] * 6 + [False] * 4, [True] * 5 + [False] * 5)
+    rerun = verdict_frame("base-rerun", [True] * 3 + [False] * 7, [True] * 8 + [False] * 2)
+    post = verdict_frame("base+lora", [True] * 7 + [False] * 3, [True] * 9 + [False] * 1, adapter="h1")
+    result = compute(pl.concat([pre, rerun, post]), "j", n_boot=200)
+    pairs = {(d["post"], d["pre"]): d for d in result["decomposition"].values()}
+    assert set(pairs) == {("base+lora", "base"), ("base+lora", "base-rerun")}
+    assert pairs["base+lora", "base"]["pre_delta"] == pytest.approx(-0.1)
+    assert pairs["base+lora", "base-rerun"]["pre_delta"] == pytest.approx(0.5)
+    said = " ".join(effect_sentences(result))
+    assert "base+lora vs base:" in said and "base+lora vs base-rerun:" in said
 
 
 # ------------------------------------------------------------------ per skill and seeds

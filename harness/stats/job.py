@@ -79,7 +79,10 @@ def compute(verdicts: pl.DataFrame, judge: str, *, meta: dict | None = None, all
         for pre in pres:
             assert_matched_path(rows.filter(pl.col("model_label") == pre),
                                 rows.filter(pl.col("model_label") == post), allow_mismatch=allow_path_mismatch)
-            decomposition[post] = {"pre": pre, **sft_decomposition(paired[pre], paired[post], n_boot=n_boot, seed=seed)}
+            # One entry per (post, pre) pair: a base with several pre-SFT models (a re-run, other
+            # seeds) gives each its own decomposition.
+            decomposition[f"{post} vs {pre}"] = {"post": post, "pre": pre,
+                                                 **sft_decomposition(paired[pre], paired[post], n_boot=n_boot, seed=seed)}
     trajectory = [{"model": label, "base_model": m["base_model"], "size": m["size"], "stage": m["stage"],
                    "delta": m["delta"], "delta_ci95": m["delta_ci95"]} for label, m in models.items()]
     cross = {}
