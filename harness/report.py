@@ -23,6 +23,7 @@ from harness.judging.agreement import agreement
 from harness.judging.job import reason_class
 from harness.runstore import run_dir
 from harness.stats.job import choose_judge, compute, load_verdicts, models_meta
+from harness.stats.paired import N_BOOT
 
 
 def _f(v, signed=False, digits=3) -> str:
@@ -275,11 +276,14 @@ def browser_section(folder: Path) -> str:
 
 
 def render_report(run: str | Path, judge: str | None = None, judge_b: str | None = None,
-                  allow_path_mismatch: bool = False) -> dict:
+                  allow_path_mismatch: bool = False, *, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """``n_boot`` and ``seed``: every bootstrap of the report (a sweep's ``statistics.bootstrap``);
+    both are recorded in stats.json and named in the report."""
     folder = run_dir(run)
     verdicts = load_verdicts(folder)
     judge = choose_judge(verdicts, judge)
-    stats = compute(verdicts, judge, meta=models_meta(folder), allow_path_mismatch=allow_path_mismatch)
+    stats = compute(verdicts, judge, meta=models_meta(folder), allow_path_mismatch=allow_path_mismatch,
+                    n_boot=n_boot, seed=seed)
     others = [l for l in sorted(verdicts["judge_label"].unique().to_list()) if l != judge]
     other = judge_b or (others[0] if others else None)
     agree = agreement(verdicts, judge, other) if other else None
@@ -291,9 +295,10 @@ def render_report(run: str | Path, judge: str | None = None, judge_b: str | None
     tables += [t for t in [probe_table(folder)] if t]
     single = stats["single_seed_models"]
     note = (f"Single-seed models: {', '.join(single)}. Their tests are within-seed only." if single else "")
+    boot = f"Bootstrap CIs and tests: {n_boot} task resamples (seed {seed})."
     said = findings(folder, stats, verdicts)
     md = [f"# skillsweep report: {folder.name}", "", f"Judge: **{judge}**" + (f"; agreement vs **{other}**" if other else ""),
-          "", note, "", "## Findings", ""] + [f"- {line}" for line in said] + [""]
+          "", boot, "", note, "", "## Findings", ""] + [f"- {line}" for line in said] + [""]
     for title, head, rows, caption in tables:
         md += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         md += ["| " + " | ".join(r) + " |" for r in rows]
@@ -303,7 +308,7 @@ def render_report(run: str | Path, judge: str | None = None, judge_b: str | None
     (folder / "report.md").write_text("\n".join(md) + "\n")
     body = [f"<h1>skillsweep report: {html.escape(folder.name)}</h1>",
             f"<p>Judge: <b>{html.escape(judge)}</b>" + (f"; agreement vs <b>{html.escape(other)}</b>" if other else "") + "</p>",
-            f"<p>{html.escape(note)}</p>", "<h2>Findings</h2><ul id='findings'>",
+            f"<p>{html.escape(boot)}</p>", f"<p>{html.escape(note)}</p>", "<h2>Findings</h2><ul id='findings'>",
             *(f"<li>{html.escape(line)}</li>" for line in said), "</ul>"]
     for title, head, rows, caption in tables:
         body.append(f"<h2>{html.escape(title)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")

@@ -547,7 +547,6 @@ class Sweep:
     def merge_and_report(self) -> None:
         import polars as pl
 
-        from harness.report import render_report
         from harness.runstore import update_manifest
 
         started = time.time()
@@ -572,9 +571,8 @@ class Sweep:
                         bench={"spec": self.bench},
                         resources=self.resources.describe() if self.resources else None)
         if verdicts:
-            stats = self.config.statistics
             try:
-                rendered = render_report(self.folder, stats.judge, stats.judge_b)
+                rendered = render_sweep_report(self.folder, self.config.statistics)
                 self.stage["report"] = {"wall_s": round(time.time() - started, 2), **rendered}
                 log(f"report: {rendered['report_html']}")
             except Exception as exc:
@@ -607,6 +605,13 @@ class Sweep:
         log(f"done in {attempt['total_wall_s']} s; counts: {self.counts}; missing: {self.missing or 'nothing'}; "
             f"run.json written (attempt {summary['attempt']})")
         return summary
+
+
+def render_sweep_report(folder: Path, statistics) -> dict:
+    """The sweep's report, with its config's ``statistics`` (a ``StatsSpec``): judges and bootstrap count."""
+    from harness.report import render_report
+
+    return render_report(folder, statistics.judge, statistics.judge_b, n_boot=statistics.bootstrap)
 
 
 class SweepRefused(Exception):

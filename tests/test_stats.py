@@ -160,6 +160,36 @@ def test_decomposition_pairs_a_post_sft_model_with_every_pre_sft_model_of_its_ba
     assert "base+lora vs base:" in said and "base+lora vs base-rerun:" in said
 
 
+def _verdict_run(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (verdict_frame("m", [True] * 12 + [False] * 8, [True] * 16 + [False] * 4)
+     .with_columns(pl.lit(None, pl.Utf8).alias("unscored_reason")).write_parquet(run / "verdicts.parquet"))
+    return run
+
+
+def test_report_uses_and_records_the_bootstrap_count(tmp_path):
+    from harness.report import render_report
+
+    run = _verdict_run(tmp_path)
+    render_report(str(run), n_boot=150, seed=4)
+    stats = json.loads((run / "stats.json").read_text())
+    assert stats["bootstrap"] == {"resamples": 150, "seed": 4}
+    expected = compute(pl.read_parquet(run / "verdicts.parquet"), "j", n_boot=150, seed=4)
+    assert stats["models"]["m"]["delta_ci95"] == expected["models"]["m"]["delta_ci95"]
+    assert "150 task resamples" in (run / "report.md").read_text()
+
+
+def test_sweep_statistics_bootstrap_reaches_the_report(tmp_path):
+    """`statistics.bootstrap` of a sweep config is the count the sweep's report resamples."""
+    from harness.sweep_config import StatsSpec
+    from jobs.sweep import render_sweep_report
+
+    run = _verdict_run(tmp_path)
+    render_sweep_report(run, StatsSpec(bootstrap=120))
+    assert json.loads((run / "stats.json").read_text())["bootstrap"]["resamples"] == 120
+
+
 # ------------------------------------------------------------------ per skill and seeds
 
 def test_per_skill_clusters_and_spearman_match_scipy():

@@ -95,7 +95,8 @@ def compute(verdicts: pl.DataFrame, judge: str, *, meta: dict | None = None, all
     for label in labels:
         groups.setdefault(group_of(label), {})[label] = paired[label]
     seeds = {g: seed_summary(members, n_boot, seed) for g, members in groups.items() if len(members) > 1}
-    return {"judge": judge, "models": models, "decomposition": decomposition, "trajectory": trajectory,
+    return {"judge": judge, "bootstrap": {"resamples": n_boot, "seed": seed}, "models": models,
+            "decomposition": decomposition, "trajectory": trajectory,
             "cross_model": cross, "per_skill": skills, "seeds": seeds,
             "single_seed_models": [g for g, members in groups.items() if len(members) == 1]}
 
