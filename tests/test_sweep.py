@@ -27,12 +27,18 @@ def ray_head():
 
 
 def _vllm_servers() -> set[int]:
+    """This session's vLLM servers (marked SKILLSWEEP_OWNER, through Ray too), never anyone else's."""
     import psutil
 
+    from serve.server import owned_processes
+
     found = set()
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        if "vllm.entrypoints.openai.api_server" in " ".join(p.info["cmdline"] or []):
-            found.add(p.info["pid"])
+    for pid in owned_processes(os.environ["SKILLSWEEP_OWNER"]):
+        try:
+            if "vllm.entrypoints.openai.api_server" in " ".join(psutil.Process(pid).cmdline()):
+                found.add(pid)
+        except psutil.Error:
+            continue
     return found
 
 
