@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine: `make demo` and `make test`.
+# Two entry points for a fresh machine: `make demo` and `make test` (`make test-fast`: its quick tier).
 # Both create .venv and install on first use; the stamp is keyed by pyproject.toml's
 # content, so editing dependencies re-installs and an unchanged tree installs nothing.
 PYTHON ?= python3
@@ -15,7 +15,7 @@ export RAY_AUTH_MODE := token
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test system-demo system-test clean-venv
+.PHONY: install demo test test-fast system-demo system-test clean-venv
 
 install: $(STAMP)
 
@@ -62,6 +62,11 @@ system-test:
 
 test: $(STAMP) system-test
 	$(BIN)/python -m pytest -q -rs
+
+# The tier without a vLLM server, a Ray head, a training or a deliberate wait (markers in
+# pyproject.toml; README, Development): seconds, for the edit-test loop. CI runs `make test`.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -rs -m "not vllm and not ray and not training and not slow"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -24,6 +24,25 @@ from train.random_adapter import make_random_adapter  # noqa: E402
 
 SERVER_MAX_RANK = 16
 
+# Test tiers (pyproject.toml registers the markers; `make test-fast` deselects them all).
+# A test is marked by the fixtures it uses, however indirectly: a fixture that starts a vLLM
+# server, a Ray head or a training marks every test that depends on it. Tests that start one
+# inline carry the marker by hand (a module's `pytestmark` or `@pytest.mark.vllm`), as do the
+# `slow` ones (held replies, a CLI subprocess per case), which need none of the three.
+TIER_FIXTURES = {
+    "server": "vllm",       # the session's vLLM server (below)
+    "judged_run": "vllm",   # test_browser: generated and judged on that server
+    "small_run": "vllm",    # test_judging: likewise
+    "ray_head": "ray",      # test_sweep: a Ray head of the module's own
+    "lora_adapter": "training",  # test_training: a LoRA trained on CPU
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in sorted(set(item.fixturenames) & TIER_FIXTURES.keys()):
+            item.add_marker(TIER_FIXTURES[name])
+
 
 @pytest.fixture(scope="session", autouse=True)
 def no_processes_left_behind():

@@ -102,6 +102,7 @@ REWRITE = {"procedure": ["Look.", "Compare.", "Decide."], "when_to_use": "Always
            "example_positive": "A case.", "example_negative": "Another case."}
 
 
+@pytest.mark.slow
 def test_invalid_truncated_and_duplicated_teacher_replies(tmp_path):
     """Invalid replies are retried, a reply truncated every time is reported as a failed unit,
     duplicated replies are removed with the pair reported; a re-run fills in only what failed."""

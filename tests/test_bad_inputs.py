@@ -26,6 +26,8 @@ from harness.prompts import render
 from harness.runstore import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
+# One CLI subprocess per case (about a second each): the slow tier, not `make test-fast`.
+pytestmark = pytest.mark.slow
 BUILTIN = ROOT / "harness" / "bench" / "builtin"
 
 

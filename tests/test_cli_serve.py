@@ -8,6 +8,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from serve.server import free_port
 
@@ -30,6 +31,7 @@ def _wait_for_endpoint(proc, deadline_s=600):
     raise AssertionError("serve did not report its endpoint")
 
 
+@pytest.mark.vllm
 def test_serve_probe_adapters_end_to_end(adapters):
     port = free_port()
     proc = subprocess.Popen([*CLI, "serve", "--model", "local:tiny-qwen3", "--port", str(port),

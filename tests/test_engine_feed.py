@@ -7,6 +7,7 @@ server cannot be made to hold a reply, or freeze its counters, on demand."""
 import asyncio
 
 import polars as pl
+import pytest
 
 from fault_server import FaultServer
 from harness.bench import load_bench
@@ -15,6 +16,8 @@ from harness.generate import Target, generate_vllm, plan
 from harness.runstore import RunStore
 from serve.engine_watch import WatchPolicy
 
+# Replies are held for seconds on purpose: the slow tier, not `make test-fast`.
+pytestmark = pytest.mark.slow
 SAMPLING = Sampling(max_tokens=8)
 
 

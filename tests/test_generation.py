@@ -89,6 +89,7 @@ def test_resume_after_sigkill_has_no_missing_or_duplicate_cells(server, tmp_path
     assert len(ids) == len(set(ids)) == n_cells  # the journal itself holds each cell once
 
 
+@pytest.mark.slow
 def test_hf_path_records_its_own_cells(tmp_path, tiny, adapters):
     summary = run_generation(GenerateRequest(run=str(tmp_path / "hf"), model="local:tiny-qwen3",
                                              adapters=[("a", adapters["a"])], backend="hf", split="train",

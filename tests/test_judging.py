@@ -72,6 +72,7 @@ def _synthetic_run(tmp_path, labels=("m1", "m2")):
     return run, len(rows)
 
 
+@pytest.mark.slow
 def test_faults_never_become_fails_and_only_unscored_completes(tmp_path, monkeypatch):
     run, n = _synthetic_run(tmp_path)
     policy = RetryPolicy(max_attempts=4, timeout_s=1.0, base_delay_s=0.01, max_delay_s=0.05)
@@ -112,6 +113,7 @@ def test_faults_never_become_fails_and_only_unscored_completes(tmp_path, monkeyp
         assert len(final) == n and final["passed"].null_count() == 0 and final["passed"].all()
 
 
+@pytest.mark.slow
 def test_local_judge_that_is_slow_but_alive_is_never_timed_out(tmp_path):
     # A local engine (hosted_vllm/…) gets no per-call cap: each reply is held three times
     # longer than the policy's timeout, and every verdict still comes from its first call.
@@ -175,6 +177,7 @@ def test_uncertain_cells_go_to_the_llm_in_det_mixed_and_stay_unscored_in_determi
     assert mixed.filter(pl.col("query_type") == "FREE_FORM")["escalated_from"].null_count() == n - len(escalated)
 
 
+@pytest.mark.slow
 def test_judge_cli_deterministic(tmp_path):
     import subprocess
     import sys

@@ -67,6 +67,7 @@ def three_adapters(tiny, tmp_path_factory):
     return [make_random_adapter(tiny.location, root / f"ad{i}", seed=10 + i) for i in range(3)]
 
 
+@pytest.mark.vllm
 def test_vllm_serves_more_adapters_than_gpu_slots(tiny, three_adapters, tmp_path):
     """max_loras=1, max_cpu_loras=3: three adapters registered at once, requested together."""
     spec = ServerSpec(model=tiny.location, served_name="tiny1", enable_lora=True, max_lora_rank=8, max_loras=1,

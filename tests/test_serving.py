@@ -91,6 +91,7 @@ def test_connect_reads_base_and_limits_from_running_server(server, tiny, adapter
         reg.load("r", adapters["rank32"])
 
 
+@pytest.mark.vllm
 def test_failed_start_reports_log_tail_and_leaves_nothing(tmp_path):
     spec = ServerSpec(model=str(tmp_path / "no-such-model"), served_name="broken")
     server = VLLMServer(spec, log_path=tmp_path / "broken.log", startup_timeout_s=300)

@@ -116,6 +116,7 @@ def test_sim_answers_like_vllm_on_errors_and_json_schema(sim):
     assert schema_instance({"type": ["null", "integer"], "minimum": 3}) == 3
 
 
+@pytest.mark.slow
 def test_metrics_show_running_and_waiting_under_load(tmp_path, tiny):
     """Ten long requests on an engine that batches four: four run, six wait, then all finish."""
     spec = SimSpec(model=tiny.location, served_name="slow", model_size="0.8b", time_scale=0.3, max_num_seqs=4,

@@ -231,6 +231,7 @@ def _episodes_json(name: str, tmp: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @needs_shared
 def test_study_v1_9_llm_only_reproduced(tmp_path):
     out = tmp_path / "v19"

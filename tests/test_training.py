@@ -176,6 +176,8 @@ def test_trained_adapter_loads_and_changes_output(server, tiny, lora_adapter):
         registry.unload(loaded.served_name)
 
 
+@pytest.mark.training
+@pytest.mark.vllm
 def test_partial_finetune_checkpoint_is_served_by_vllm(corpus_file, tmp_path):
     from harness.client import Sampling, build_messages, chat
 
@@ -191,6 +193,7 @@ def test_partial_finetune_checkpoint_is_served_by_vllm(corpus_file, tmp_path):
         assert reply.completion_tokens == 8
 
 
+@pytest.mark.training
 def test_train_cli(corpus_file, tmp_path):
     result = subprocess.run([sys.executable, "-m", "harness.cli", "train", str(RECIPES / "smoke-lora.yaml"),
                              "--corpus", str(corpus_file), "--seed", "3", "--out", str(tmp_path)],
