@@ -205,7 +205,7 @@ def corpus_task(teacher: str, teacher_url: str | None, out: str, bench: str, jud
 
 class Sweep:
     def __init__(self, config_path: str, out_root: Path, run: str | None, resume: bool):
-        from harness.sweep_config import load_config, make_plan
+        from jobs.sweep_config import load_config, make_plan
 
         self.config = load_config(config_path)
         self.plan = make_plan(self.config)

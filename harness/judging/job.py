@@ -269,7 +269,7 @@ def _check_one_judge(latest: dict[str, dict], label: str, req: JudgeRequest) -> 
             raise JudgeError(f"verdict set {label!r} was judged in mode {row.get('mode')}, not {req.mode}: "
                              "pass another --label for a new verdict set")
         if row.get("judge_kind") == "llm" and judge and row.get("judge") != judge:
-            raise JudgeError(f"verdict set {label!r} was judged by {row.get('judge')}; --judge {judge} would mix "
+            raise JudgeError(f"verdict set {label!r} was judged by {row.get('judge')}; --judge-model {judge} would mix "
                              "two judges in one set: pass another --label for a new verdict set")
 
 
@@ -277,7 +277,7 @@ def run_judging(req: JudgeRequest, progress=None) -> dict:
     if req.mode not in MODES:
         raise JudgeError(f"mode {req.mode!r}: expected one of {', '.join(MODES)}")
     if req.mode != "deterministic" and not req.judge_model:
-        raise JudgeError(f"mode {req.mode!r} needs --judge MODEL (a litellm model string)")
+        raise JudgeError(f"mode {req.mode!r} needs --judge-model MODEL (a litellm model string)")
     folder = run_dir(req.run)
     try:
         episodes = read_table(folder)

@@ -29,7 +29,7 @@ def choose_judge(verdicts: pl.DataFrame, judge: str | None) -> str:
     labels = sorted(verdicts["judge_label"].unique().to_list())
     if judge is None:
         if len(labels) != 1:
-            raise ValueError(f"the run has several verdict sets ({', '.join(labels)}): pass --judge")
+            raise ValueError(f"the run has several verdict sets ({', '.join(labels)}): pass --judge-label")
         return labels[0]
     if judge not in labels:
         raise ValueError(f"no verdict set {judge!r} (have: {', '.join(labels)})")

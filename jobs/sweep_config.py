@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from harness.bench import Bench, BenchError, load_bench
 from harness.errors import SkillsweepError
+from harness.models import ModelNotFound, check_reference
+from harness.probes.battery import load_battery
+from harness.prompts import condition_names
 from harness.yaml_models import Seeds, beside, load_yaml_model
-
-if TYPE_CHECKING:
-    from harness.bench import Bench
+from train.recipe import RecipeError, load_recipe
 
 
 class _Strict(BaseModel):
@@ -144,8 +146,6 @@ class ConfigError(SkillsweepError, ValueError):
 
 def _model_ref(path: Path, ref: str) -> str:
     """A model reference as written, or a checkpoint folder beside the config; checked offline."""
-    from harness.models import check_reference
-
     if not ref.startswith("local:") and Path(beside(path, ref)).exists():
         ref = beside(path, ref)
     check_reference(ref)
@@ -156,11 +156,6 @@ def load_config(path: str | Path) -> SweepConfig:
     """A sweep config, checked as far as can be without a GPU or a network: conditions,
     recipes, model references, the bench and its split, and that the plan has cells. Paths in
     it are resolved relative to the file."""
-    from harness.bench import BenchError, load_bench
-    from harness.models import ModelNotFound
-    from harness.prompts import condition_names
-    from train.recipe import RecipeError, load_recipe
-
     path = Path(path)
     config = load_yaml_model(path, SweepConfig, ConfigError, "config")
 
@@ -174,8 +169,6 @@ def load_config(path: str | Path) -> SweepConfig:
     if config.bench != "builtin":
         config.bench = beside(path, config.bench)
     if config.probes:
-        from harness.probes.battery import load_battery
-
         at("probes.battery", load_battery, config.probes.battery)
     for i, model in enumerate(config.models):
         for j, adapter in enumerate(model.adapters):
@@ -246,9 +239,6 @@ class Plan:
 
 
 def make_plan(config: SweepConfig, bench: Bench | None = None) -> Plan:
-    from harness.bench import load_bench
-    from train.recipe import load_recipe
-
     tasks = len((bench or load_bench(config.bench)).split(config.split))
     trainings, targets = [], []
     for model in config.models:
