@@ -22,6 +22,7 @@ import httpx
 
 from harness.bench.model import Bench
 from harness.client import API_TIMEOUT_S, Completion, Sampling, achat
+from harness.hf_backend import HFGenerator
 from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries, classify
 from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker, stderr_line
 from harness.prompts import PROMPT_VERSION, RenderedPrompt, render
@@ -336,8 +337,6 @@ async def generate_vllm(cells: list[Cell], store: RunStore, run: str, *, concurr
 def generate_hf(cells: list[Cell], store: RunStore, run: str, *,
                 progress: Progress | None = None) -> GenerationStats:
     """The study's original path: transformers ``generate``, one prompt at a time."""
-    from harness.hf_backend import HFGenerator
-
     done = store.done_ids()
     todo = [c for c in cells if c.id not in done]
     stats = GenerationStats(planned=len(cells), skipped=len(cells) - len(todo))

@@ -12,11 +12,15 @@ from urllib.parse import urlparse
 from harness.bench import load_bench
 from harness.client import Sampling
 from harness.generate import Progress, Reconnect, Target, generate_hf, generate_vllm, plan
-from harness.progress import DEFAULT_EVERY_S
 from harness.models import resolve, short_name
+from harness.progress import DEFAULT_EVERY_S
 from harness.prompts import PROMPT_VERSION, condition_names
 from harness.provenance import git_commit, package_versions
 from harness.runstore import RunStore, run_dir
+from serve.adapters import inspect_adapter, replica_lora_capacity, served_name, validate_adapter
+from serve.hardware import has_cuda, serving_dtype
+from serve.registry import AdapterRegistry
+from serve.server import ServerSpec, VLLMServer, server_record
 
 
 @dataclass
@@ -40,10 +44,6 @@ class GenerateRequest:
 
 def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
     """Generate against a running server; ``req.model`` is a served name there."""
-    from serve.adapters import inspect_adapter
-    from serve.registry import AdapterRegistry
-    from serve.server import server_record
-
     registry = AdapterRegistry.connect(req.url)
     served = registry.resolve_name(req.model, allow_base=True)
     base_label = registry.base_served_name
@@ -63,9 +63,6 @@ def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
 def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
     """Targets for a model this job serves itself (vLLM) or loads itself (HF). Known before
     anything starts, so a finished run is recognised without starting a server."""
-    from serve.adapters import inspect_adapter, served_name
-    from serve.hardware import has_cuda, serving_dtype
-
     base = resolve(req.model)
     label = short_name(req.model)
     infos = [inspect_adapter(p) for _, p in req.adapters]
@@ -86,10 +83,6 @@ def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
 
 def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: ExitStack) -> tuple[list[Target], dict]:
     """Start a server for ``targets``, load their adapters, and point the targets at it."""
-    from serve.adapters import replica_lora_capacity, validate_adapter
-    from serve.registry import AdapterRegistry
-    from serve.server import ServerSpec, VLLMServer
-
     capacity = replica_lora_capacity(base.location, [i.rank for i in infos])
     rank = capacity.max_lora_rank
     for _, path in req.adapters:

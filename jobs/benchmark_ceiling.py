@@ -34,6 +34,8 @@ from harness.prompts import render
 from jobs.benchmark_generation import write_benchmark
 from serve.server import ServerSpec, VLLMServer, server_env
 
+# openai is imported by the offline path that needs it: about a second at import.
+
 OUT = Path("results/benchmarks/ceiling.json")
 SERVED = "bench"
 

@@ -12,6 +12,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+import psutil
+
+from serve.server import free_port
+
+# ray.job_submission is imported when the job is submitted: about a second at import, which the
+# local head's start and the checks before it do not need.
+
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = "http://127.0.0.1:8265"
 
@@ -22,8 +30,6 @@ def _ray_cli() -> str:
 
 
 def _reachable(address: str) -> bool:
-    import httpx
-
     try:
         # 401 means a cluster is there and wants the token, which the client sends
         return httpx.get(f"{address}/api/version", timeout=3).status_code in (200, 401)
@@ -46,8 +52,6 @@ class LocalHead:
     would stop every Ray instance on the machine."""
 
     def __init__(self, num_cpus: int | None = None, extra: list[str] | None = None):
-        from serve.server import free_port
-
         self.num_cpus = num_cpus or len(os.sched_getaffinity(0)) or 1
         self.extra = list(extra or [])
         # Short: Ray's Unix sockets live under it and socket paths are limited to 107 bytes.
@@ -58,8 +62,6 @@ class LocalHead:
         self._proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 120.0) -> LocalHead:
-        from serve.server import free_port
-
         use_token_auth()
         ports = {"--node-manager-port": free_port(), "--object-manager-port": free_port(),
                  "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
@@ -85,8 +87,6 @@ class LocalHead:
 
     def processes(self) -> list[int]:
         """Live processes of this head: the ``ray start`` group, and anything naming its temp dir."""
-        import psutil
-
         found = []
         for p in psutil.process_iter(["pid", "cmdline"]):
             try:
@@ -99,8 +99,6 @@ class LocalHead:
         return found
 
     def stop(self, grace_s: float = 30.0) -> None:
-        import psutil
-
         if self._proc is None:
             return
         proc, self._proc = self._proc, None

@@ -11,8 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors import safe_open
+
 from harness.errors import SkillsweepError
 from harness.models import ResolvedModel, model_identity
+from serve.hardware import gpu_memory_bytes, host_memory_bytes
 
 # vLLM's --max-lora-rank accepts only these values.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -117,8 +120,6 @@ def check_base(info: AdapterInfo, base: ResolvedModel) -> None:
 
 
 def _base_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    from safetensors import safe_open
-
     shapes: dict[str, tuple[int, ...]] = {}
     for file in sorted(model_dir.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as f:
@@ -128,8 +129,6 @@ def _base_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
 
 
 def _check_shapes(info: AdapterInfo, model_dir: Path) -> None:
-    from safetensors import safe_open
-
     base = _base_shapes(model_dir)
     if not base:
         return
@@ -234,8 +233,6 @@ def replica_lora_capacity(base_location: str | Path, ranks=(), adapters: int = 0
                           extra: int = 0) -> LoraCapacity:
     """:func:`lora_capacity` for a replica on this machine: the base's geometry from its
     checkpoint, the GPU's and host's memory from the hardware (run it where the server runs)."""
-    from serve.hardware import gpu_memory_bytes, host_memory_bytes
-
     ranks = list(ranks)
     return lora_capacity(adapters or len(ranks), ranks, min_rank=min_rank, extra=extra,
                          model_config=model_config(base_location), gpu_bytes=gpu_memory_bytes(),

@@ -7,6 +7,7 @@ it signals the whole group and nothing is left behind. It binds to 127.0.0.1 onl
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from harness.errors import SkillsweepError
 from harness.paths import skillsweep_home
@@ -270,8 +272,6 @@ def _die_with_parent() -> None:
     """In the child: get SIGTERM when the parent dies, so a SIGKILLed owner (a Ray actor, a
     killed CLI) cannot leave a server running. Linux only; elsewhere stop() is the only path."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
@@ -286,8 +286,6 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in process group ``pgid``."""
-    import psutil
-
     members = []
     for proc in psutil.process_iter(["pid", "status"]):
         try:
