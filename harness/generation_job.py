@@ -17,10 +17,11 @@ from harness.progress import DEFAULT_EVERY_S
 from harness.prompts import PROMPT_VERSION, condition_names
 from harness.provenance import git_commit, package_versions
 from harness.runstore import RunStore, run_dir
-from serve.adapters import inspect_adapter, replica_lora_capacity, served_name, validate_adapter
+from serve.adapters import inspect_adapter, served_name
 from serve.hardware import has_cuda, serving_dtype
 from serve.registry import AdapterRegistry
-from serve.server import ServerSpec, VLLMServer, server_record
+from serve.server import server_record
+from serve.serving import Serving, server_spec
 
 
 @dataclass
@@ -83,22 +84,12 @@ def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
 
 def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: ExitStack) -> tuple[list[Target], dict]:
     """Start a server for ``targets``, load their adapters, and point the targets at it."""
-    capacity = replica_lora_capacity(base.location, [i.rank for i in infos])
-    rank = capacity.max_lora_rank
-    for _, path in req.adapters:
-        validate_adapter(path, base, rank)
-    label = short_name(req.model)
-    spec = ServerSpec(model=base.location, served_name=label, enable_lora=bool(infos),
-                      max_lora_rank=rank, max_loras=capacity.max_loras, max_cpu_loras=capacity.max_cpu_loras,
-                      max_model_len=req.max_model_len,
-                      dtype=targets[0].dtype or "auto", cpu_bind=req.cpu_bind)
-    server = stack.enter_context(VLLMServer(spec, base_identity=base.identity))
-    registry = AdapterRegistry(server.api_base, base, label, rank)
-    preflight = {}
-    for alias, path in req.adapters:
-        loaded, report = registry.load(alias, path)
-        preflight[loaded.served_name] = {"differing": report.differing, "probes": report.probes}
-    return [replace(t, url=server.api_base) for t in targets], {"server": spec.engine_args(), "preflight": preflight}
+    spec = server_spec(base, short_name(req.model), req.adapters, lora_ranks=[i.rank for i in infos],
+                       max_model_len=req.max_model_len, dtype=targets[0].dtype or "auto", cpu_bind=req.cpu_bind)
+    serving = stack.enter_context(Serving(base, spec))
+    preflight = {loaded.served_name: {"differing": report.differing, "probes": report.probes}
+                 for loaded, report in serving.load_all(req.adapters)}
+    return [replace(t, url=serving.api_base) for t in targets], {"server": spec.engine_args(), "preflight": preflight}
 
 
 def _bench_spec(spec: str) -> str:

@@ -46,11 +46,11 @@ from jobs.decisions import (COUNTERS, MAX_GENERATION_ATTEMPTS, add_generation_co
 from jobs.resources import DRIVER_CPUS, Declaration, ResourceModel, resource_model
 from jobs.sweep_config import load_config, make_plan
 from jobs.turns import TurnGate
-from serve.adapters import inspect_adapter, replica_lora_capacity
+from serve.adapters import inspect_adapter
 from serve.engine_watch import Health
 from serve.hardware import cpu_info
-from serve.registry import AdapterRegistry
-from serve.server import COMPACT_JSON_ARGS, ServerSpec, VLLMServer
+from serve.server import COMPACT_JSON_ARGS
+from serve.serving import Serving, server_spec
 from train.corpus import CorpusRequest, build_corpus
 from train.recipe import load_recipe
 from train.trainer import train_one
@@ -84,12 +84,11 @@ class ServerActor:
         self.served_name = served_name
         self.adapters_file = Path(adapters_file)
         # Slots from the adapters this server will hold and this replica's memory (serve.adapters).
-        lora = replica_lora_capacity(self.base.location, lora_ranks, adapters=max(1, len(lora_ranks)))
-        self.spec = ServerSpec(model=self.base.location, served_name=served_name, enable_lora=True,
-                               max_lora_rank=lora.max_lora_rank, max_loras=lora.max_loras,
-                               max_cpu_loras=lora.max_cpu_loras, max_model_len=max_model_len,
-                               kv_cache_gib=kv_cache_gib, cpu_bind=cpu_bind, extra_args=COMPACT_JSON_ARGS)
-        self.server = VLLMServer(self.spec, base_identity=self.base.identity).start()
+        self.spec = server_spec(self.base, served_name, lora_ranks=lora_ranks, enable_lora=True,
+                                max_model_len=max_model_len, kv_cache_gib=kv_cache_gib, cpu_bind=cpu_bind,
+                                extra_args=COMPACT_JSON_ARGS)
+        self.serving = Serving(self.base, self.spec).start()
+        self.server = self.serving.server
         self.served: dict[str, str] = {}
         for alias, path in self._registered().items():
             self._load(alias, path)
@@ -101,8 +100,7 @@ class ServerActor:
             return {}
 
     def _load(self, alias: str, path: str) -> dict:
-        registry = AdapterRegistry(self.server.api_base, self.base, self.served_name, self.spec.max_lora_rank)
-        loaded, report = registry.load(alias, path)
+        loaded, report = self.serving.load(alias, path)
         self.served[alias] = loaded.served_name
         return {"served_name": loaded.served_name, "preflight_differing": report.differing,
                 "preflight_probes": report.probes}

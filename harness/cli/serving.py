@@ -52,6 +52,10 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     console.print(table)
 
 
+# Adapters `adapters add` may load into a `serve` server later: LoRA slots (and rank) kept for them.
+ROOM_FOR = 2
+
+
 def _interrupt(*_) -> None:
     raise KeyboardInterrupt
 
@@ -72,42 +76,33 @@ def serve(
     """Start a vLLM server with adapters and keep it up until interrupted."""
     positive(max_lora_rank=max_lora_rank, max_loras=max_loras, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib)
     require(port is None or 0 < port < 65536, "--port", port, "a TCP port, 1-65535")
-    from serve.adapters import inspect_adapter, replica_lora_capacity, validate_adapter
-    from serve.registry import AdapterRegistry
-    from serve.server import ServerSpec, VLLMServer
+    from serve.serving import Serving, server_spec
 
     with refusing(FileNotFoundError):
         base = resolve(model)
     pairs = [parse_adapter(a) for a in adapter or []]
-    infos = [inspect_adapter(p) for _, p in pairs]
-    capacity = replica_lora_capacity(base.location, [i.rank for i in infos], min_rank=16, extra=2)
-    rank, slots = max_lora_rank or capacity.max_lora_rank, max_loras or capacity.max_loras
-    for _, p in pairs:  # fail before a slow server start, not after
-        validate_adapter(p, base, rank)
     name = served_name or short_name(model)
-    spec = ServerSpec(model=base.location, served_name=name, enable_lora=lora, max_lora_rank=rank,
-                      max_loras=slots, max_cpu_loras=max(slots, capacity.max_cpu_loras),
-                      max_model_len=max_model_len, kv_cache_gib=kv_cache_gib)
-    server = VLLMServer(spec, port=port, base_identity=base.identity)
+    spec = server_spec(base, name, pairs, room_for=ROOM_FOR, enable_lora=lora, max_lora_rank=max_lora_rank,
+                       max_loras=max_loras, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib)
+    serving = Serving(base, spec, port=port)
+    server = serving.server
     # Explicit handlers: a shell starts background jobs with SIGINT ignored, and Python then
     # never raises KeyboardInterrupt, which would leave the server running.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     err.print(f"starting vLLM for {model} (log: see below once up)…", highlight=False)
-    server.start()
+    serving.start()
     try:
-        registry = AdapterRegistry(server.api_base, base, name, rank)
         table = Table("served name", "kind", "path")
         table.add_row(name, "base", base.location)
-        for alias, path in pairs:
-            loaded, report = registry.load(alias, path, check=check)
+        for loaded, report in serving.load_all(pairs, check=check):
             table.add_row(loaded.served_name, "lora", loaded.path)
             if report and report.identical:
                 err.print(f"[yellow]warning:[/] {escape(report.describe())}", highlight=False)
         console.print(table)
         # Stable lines for scripts that start the server and parse where it is.
         print(f"endpoint: {server.api_base}", flush=True)
-        print(f"served: {' '.join(r for r in [name, *(a.served_name for a in registry.list())])}", flush=True)
+        print(f"served: {' '.join(r for r in [name, *(a.served_name for a in serving.registry.list())])}", flush=True)
         print(f"log: {server.log_path}", flush=True)
         while server.running():
             time.sleep(0.5)
@@ -115,7 +110,7 @@ def serve(
     except KeyboardInterrupt:
         err.print("stopping…")
     finally:
-        server.stop()
+        serving.stop()
 
 
 @app.command()
