@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from harness.libenv import RAY_JOB_ENV, apply_env_defaults
 from serve.server import free_port
 
 # ray.job_submission is imported when the job is submitted: about a second at import, which the
@@ -41,8 +42,8 @@ def use_token_auth() -> None:
     """Ray 2.60 clusters authenticate with a token: use one, creating ~/.ray/auth_token if absent.
 
     The token is a secret: it is never printed or logged (the command's output is discarded)."""
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    apply_env_defaults()
+    os.environ["RAY_AUTH_MODE"] = RAY_JOB_ENV["RAY_AUTH_MODE"]
     subprocess.run([_ray_cli(), "get-auth-token", "--generate"], check=True, capture_output=True, text=True)
 
 
@@ -151,8 +152,7 @@ def submit_sweep(config: Path, *, run_name: str | None, resume: bool, out: Path,
         # Local Ray shares this filesystem: run from the checkout instead of uploading it.
         entrypoint = f"cd {shlex.quote(str(REPO))} && {shlex.join(args)}"
         client = JobSubmissionClient(address)
-        job = client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": {
-            "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}})
+        job = client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": dict(RAY_JOB_ENV)})
         echo(f"submitted Ray job {job} (dashboard: {address})")
         seen = 0
         while True:

@@ -22,6 +22,7 @@ import httpx
 import psutil
 
 from harness.errors import SkillsweepError
+from harness.libenv import server_env_defaults
 from harness.paths import skillsweep_home
 from serve.engine_watch import EngineSample, fetch_metrics
 from serve.hardware import cpu_preloads, serving_dtype
@@ -97,14 +98,8 @@ class ServerSpec:
 
 def server_env(spec: ServerSpec) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-        "VLLM_CPU_KVCACHE_SPACE": str(spec.kv_cache_gib),
-        "VLLM_NO_USAGE_STATS": "1",
-        "DO_NOT_TRACK": "1",
-        "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(server_env_defaults(env))
+    env.update({"VLLM_CPU_KVCACHE_SPACE": str(spec.kv_cache_gib), "PYTHONUNBUFFERED": "1"})
     if spec.cpu_bind:
         env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cpu_bind
     preload = [p for p in (env.get("LD_PRELOAD") or "").split(":") if p]
