@@ -13,6 +13,7 @@ from harness.bench import load_bench
 from harness.client import Sampling
 from harness.generate import Progress, Reconnect, Target, generate_hf, generate_vllm, plan
 from harness.models import resolve, short_name
+from harness.naming import target_label
 from harness.progress import DEFAULT_EVERY_S
 from harness.prompts import PROMPT_VERSION, condition_names
 from harness.provenance import git_commit, package_versions
@@ -55,7 +56,7 @@ def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
                         dtype=dtype)
     else:
         loaded = next(a for a in registry.list() if a.served_name == served)
-        target = Target(f"{base_label}+{loaded.alias}", registry.base.identity, "vllm", req.sampling,
+        target = Target(target_label(base_label, loaded.alias), registry.base.identity, "vllm", req.sampling,
                         adapter_name=loaded.alias, adapter_hash=inspect_adapter(loaded.path).content_hash,
                         url=req.url, served_name=served, dtype=dtype)
     return [target], {"server": record}
@@ -75,7 +76,7 @@ def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
         targets.append(Target(label, base.identity, req.backend, req.sampling,
                               served_name=None if hf else label, model_path=base.location, dtype=dtype))
     for (alias, _), info in zip(req.adapters, infos):
-        targets.append(Target(f"{label}+{alias}", base.identity, req.backend, req.sampling,
+        targets.append(Target(target_label(label, alias), base.identity, req.backend, req.sampling,
                               adapter_name=alias, adapter_hash=info.content_hash,
                               served_name=None if hf else served_name(alias, info),
                               model_path=base.location, adapter_path=str(info.path), dtype=dtype))

@@ -38,6 +38,7 @@ from harness.generation_job import GenerateRequest, run_generation
 from harness.judging.job import JudgeRequest, run_judging
 from harness.libenv import apply_env_defaults
 from harness.models import resolve
+from harness.naming import adapter_alias, adapter_folder
 from harness.probes.job import ProbeRequest, run_probe_battery
 from harness.report import render_report
 from harness.runstore import update_manifest
@@ -338,7 +339,7 @@ class Sweep:
 
     def submit_training(self, target, corpus) -> ray.ObjectRef:
         t = target.training
-        out = self.folder / "adapters" / f"{t.recipe_name}-s{t.seed}"
+        out = self.folder / "adapters" / adapter_folder(t.recipe_name, t.seed)
         declared: Declaration = self.resources.trainer
         return train_task.options(**declared.options()).remote(
             t.recipe_path, t.seed, str(out), t.base, corpus, list(declared.cores))
@@ -361,8 +362,8 @@ class Sweep:
             key = "trained" if not meta.get("skipped") else "skipped"
             self.stage["training"][key] = self.stage["training"].get(key, 0) + 1
             self.stage["training"]["wall_s"] = max(self.stage["training"]["wall_s"], round(time.time() - started, 2))
-            path = str(self.folder / "adapters" / f"{target.training.recipe_name}-s{target.training.seed}")
-            alias = f"{target.training.recipe_name}@s{target.training.seed}"
+            path = str(self.folder / "adapters" / adapter_folder(target.training.recipe_name, target.training.seed))
+            alias = adapter_alias(target.training.recipe_name, target.training.seed)
             if meta["method"] == "partial":  # a full checkpoint is its own server
                 server_key = target.label
                 self.start_server(server_key, path, model.max_model_len)
@@ -467,8 +468,8 @@ class Sweep:
             if target.kind == "base":
                 targets.append(Target(target.label, served_name=info["served_name"], **common))
             else:
-                alias = f"{target.training.recipe_name}@s{target.training.seed}"
-                path = self.folder / "adapters" / f"{target.training.recipe_name}-s{target.training.seed}"
+                alias = adapter_alias(target.training.recipe_name, target.training.seed)
+                path = self.folder / "adapters" / adapter_folder(target.training.recipe_name, target.training.seed)
                 served = info["adapters"].get(alias)
                 if served:
                     targets.append(Target(target.label, adapter_name=alias, served_name=served,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from harness.bench import Bench, BenchError, load_bench
 from harness.errors import SkillsweepError
 from harness.models import ModelNotFound, check_reference
+from harness.naming import adapter_alias, target_label
 from harness.probes.battery import load_battery
 from harness.prompts import condition_names
 from harness.yaml_models import Seeds, beside, load_yaml_model
@@ -250,7 +251,7 @@ def make_plan(config: SweepConfig, bench: Bench | None = None) -> Plan:
         for adapter in model.adapters:
             recipe = load_recipe(adapter.recipe)
             for seed in adapter.seeds or recipe.seeds:
-                label = f"{model.label}+{recipe.name}@s{seed}"
+                label = target_label(model.label, adapter_alias(recipe.name, seed))
                 training = Training(model.label, model.base, adapter.recipe, recipe.name, seed, label,
                                     adapter.generation or model.generation)
                 trainings.append(training)

@@ -15,6 +15,7 @@ from safetensors import safe_open
 
 from harness.errors import SkillsweepError
 from harness.models import ResolvedModel, model_identity
+from harness.naming import served_adapter_name
 from serve.hardware import gpu_memory_bytes, host_memory_bytes
 
 # vLLM's --max-lora-rank accepts only these values.
@@ -52,7 +53,7 @@ class AdapterInfo:
 def served_name(alias: str, info: AdapterInfo) -> str:
     """The name an adapter is served under: never reused for different weights, because
     vLLM keys its prefix cache by adapter name."""
-    return f"{alias}-{info.short_hash}"
+    return served_adapter_name(alias, info.short_hash)
 
 
 def content_hash(config: dict, weights_file: Path) -> str:

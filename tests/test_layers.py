@@ -53,3 +53,12 @@ def test_deprecated_judge_spellings(tmp_path):
     for command in ("corpus build", "probe-battery"):
         help_text = _cli(*command.split(), "--help").stdout
         assert "--judge-model" in help_text and "--judge " not in help_text  # the old spelling is hidden
+
+
+def test_one_label_grammar():
+    from harness.naming import adapter_alias, adapter_folder, seed_group, served_adapter_name, target_label
+
+    label = target_label("smol", adapter_alias("demo-lora", 3))
+    assert label == "smol+demo-lora@s3" and target_label("smol") == "smol"
+    assert seed_group(label) == "smol+demo-lora" and adapter_folder("demo-lora", 3) == "demo-lora-s3"
+    assert served_adapter_name("a", "eed75f2faadc") == "a-eed75f2faadc"

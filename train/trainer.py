@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from harness.models import resolve
+from harness.naming import adapter_folder
 from harness.provenance import package_versions
 from serve.adapters import inspect_adapter
 from serve.hardware import cpu_info
@@ -147,5 +148,5 @@ def train_one(recipe: Recipe, seed: int, out: Path, *, model: str | None = None,
 def train_recipe(recipe: Recipe, out_root: Path, *, seeds: list[int] | None = None, model: str | None = None,
                  corpus: str | None = None) -> list[dict]:
     """Train every seed of a recipe into ``out_root/<name>-s<seed>``."""
-    return [train_one(recipe, s, out_root / f"{recipe.name}-s{s}", model=model, corpus=corpus)
+    return [train_one(recipe, s, out_root / adapter_folder(recipe.name, s), model=model, corpus=corpus)
             for s in (seeds or recipe.seeds)]
