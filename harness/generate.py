@@ -35,11 +35,15 @@ log = logging.getLogger(__name__)
 THINK_END = "</think>"
 
 
+# vllm: a served model; hf: transformers generate in-process; api: a litellm model (a reference row).
+Backend = Literal["vllm", "hf", "api"]
+
+
 @dataclass(frozen=True)
 class Target:
     label: str
     base_model: str  # identity of the base (harness.models.model_identity)
-    backend: Literal["vllm", "hf", "api"]
+    backend: Backend
     sampling: Sampling
     adapter_name: str | None = None
     adapter_hash: str | None = None

@@ -6,12 +6,11 @@ import asyncio
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlparse
 
 from harness.bench import load_bench
 from harness.client import Sampling
-from harness.generate import Progress, Reconnect, Target, generate_hf, generate_vllm, plan
+from harness.generate import Backend, Progress, Reconnect, Target, generate_hf, generate_vllm, plan
 from harness.models import resolve, short_name
 from harness.naming import target_label
 from harness.progress import DEFAULT_EVERY_S
@@ -35,7 +34,7 @@ class GenerateRequest:
     conditions: list[str] = field(default_factory=lambda: ["baseline", "curated"])
     include_base: bool = True
     url: str | None = None
-    backend: Literal["vllm", "hf", "api"] = "vllm"
+    backend: Backend = "vllm"
     sampling: Sampling = Sampling(max_tokens=2048, repetition_penalty=1.05)
     concurrency: int = 32
     max_model_len: int = 4096

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.bench import Bench, BenchError, load_bench
 from harness.errors import SkillsweepError
+from harness.judging.verdict import Mode
 from harness.models import ModelNotFound, check_reference
 from harness.naming import adapter_alias, target_label
 from harness.probes.battery import load_battery
@@ -62,7 +63,7 @@ class ModelSpec(_Strict):
 
 class JudgeSpec(_Strict):
     label: str
-    mode: Literal["det-mixed", "llm-only", "deterministic"]
+    mode: Mode
     model: str | None = None  # litellm model string
     serve: str | None = None  # or a model reference the sweep serves itself as the judge
     api_base: str | None = None
@@ -70,7 +71,7 @@ class JudgeSpec(_Strict):
 
     @model_validator(mode="after")
     def _needs_model(self):
-        if self.mode != "deterministic" and not (self.model or self.serve):
+        if self.mode != Mode.DETERMINISTIC and not (self.model or self.serve):
             raise ValueError(f"judge {self.label!r} in mode {self.mode} needs 'model' or 'serve'")
         return self
 
@@ -135,7 +136,7 @@ class SweepConfig(_Strict):
             raise ValueError(f"corpus.judge {self.corpus.judge!r} is not a judge label ({judges})")
         if self.probes and self.probes.judge:
             judge = next((j for j in self.judges if j.label == self.probes.judge), None)
-            if judge is None or judge.mode == "deterministic":
+            if judge is None or judge.mode == Mode.DETERMINISTIC:
                 raise ValueError(f"probes.judge {self.probes.judge!r} is not an LLM judge label of this sweep "
                                  f"({[j.label for j in self.judges if j.mode != 'deterministic']})")
         return self

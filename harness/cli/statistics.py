@@ -10,13 +10,13 @@ import typer
 from rich.table import Table
 
 from harness.cli.common import app, console, deprecated, group, refusing, require
+from harness.judging.verdict import MODES
 
 # harness.stats.job, harness.report and harness.importer (polars, scipy, matplotlib) are
 # imported by the commands that use them: over a second on every other command's start.
 
 import_app = group("import", "Import runs from other tools.")
 
-JUDGE_MODES = ("det-mixed", "llm-only", "deterministic")
 _LABEL_HELP = "verdict set (needed when there are several)"
 
 
@@ -35,7 +35,7 @@ def import_skillmix_cmd(
     """Import the original study's episode log (several judge labels may share one run)."""
     from harness.importer import import_skillmix
 
-    require(mode in JUDGE_MODES, "--mode", mode, "det-mixed, llm-only or deterministic")
+    require(mode in MODES, "--mode", mode, "det-mixed, llm-only or deterministic")
     print(json.dumps(import_skillmix(episodes, out, model_label=model_label, judge_label=judge_label, mode=mode,
                                      tasks_json=tasks, size=size, base=base, stage=stage)))
 

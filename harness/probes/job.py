@@ -30,7 +30,7 @@ from harness.generate import Cell, Target, cell_id, generate_vllm
 from harness.generation_job import GenerateRequest, _serve, _targets_local, _targets_on_url
 from harness.judging.job import JudgeRequest, JudgeStats, LLMJudge
 from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, judge_messages
-from harness.judging.verdict import Verdict
+from harness.judging.verdict import Mode, Verdict
 from harness.probes.battery import Battery, Probe, ProbeKind, load_battery
 from harness.probes.rules import RULES_VERSION, factual_hit, format_locked, phantom_skill_block
 from harness.prompts import RenderedPrompt
@@ -134,7 +134,7 @@ def score(folder: Path, episodes: pl.DataFrame, battery: Battery, req: ProbeRequ
                 if prior is None or prior["value"] is None:
                     todo.append((ep, probe, column, messages, version))
         if todo and req.judge_model:
-            judge = LLMJudge(JudgeRequest(run=str(folder), mode="llm-only", judge_model=req.judge_model,
+            judge = LLMJudge(JudgeRequest(run=str(folder), mode=Mode.LLM_ONLY, judge_model=req.judge_model,
                                           api_base=req.judge_api_base, concurrency=req.concurrency),
                              JudgeStats(), calls)
 
