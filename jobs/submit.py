@@ -68,7 +68,12 @@ class LocalHead:
                  "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
                  "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
                  "--runtime-env-agent-port": free_port()}
+        # Worker ports: a range of 201 that holds none of the ports chosen above (free ports
+        # the kernel hands out may lie close together).
+        taken = {self.gcs_port, self.dashboard_port, *ports.values()}
         low = free_port()
+        while any(low <= p <= low + 200 for p in taken):
+            low = free_port()
         cmd = [_ray_cli(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                "--dashboard-host=127.0.0.1", f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
                f"--temp-dir={self.temp_dir}", f"--num-cpus={self.num_cpus}", "--disable-usage-stats",
