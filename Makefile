@@ -60,7 +60,9 @@ system-demo:
 system-test:
 	$(call apt_ensure,$(TEST_DEBS))
 
+# The import layers first (pyproject.toml [tool.importlinter]; seconds), then the suite.
 test: $(STAMP) system-test
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -rs
 
 # The tier without a vLLM server, a Ray head, a training or a deliberate wait (markers in

@@ -22,6 +22,7 @@ import httpx
 
 from harness.bench.model import Bench
 from harness.client import API_TIMEOUT_S, Completion, Sampling, achat
+from harness.hf_backend import HFGenerator
 from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries, classify
 from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker, stderr_line
 from harness.prompts import PROMPT_VERSION, RenderedPrompt, render
@@ -34,11 +35,15 @@ log = logging.getLogger(__name__)
 THINK_END = "</think>"
 
 
+# vllm: a served model; hf: transformers generate in-process; api: a litellm model (a reference row).
+Backend = Literal["vllm", "hf", "api"]
+
+
 @dataclass(frozen=True)
 class Target:
     label: str
     base_model: str  # identity of the base (harness.models.model_identity)
-    backend: Literal["vllm", "hf", "api"]
+    backend: Backend
     sampling: Sampling
     adapter_name: str | None = None
     adapter_hash: str | None = None
@@ -336,8 +341,6 @@ async def generate_vllm(cells: list[Cell], store: RunStore, run: str, *, concurr
 def generate_hf(cells: list[Cell], store: RunStore, run: str, *,
                 progress: Progress | None = None) -> GenerationStats:
     """The study's original path: transformers ``generate``, one prompt at a time."""
-    from harness.hf_backend import HFGenerator
-
     done = store.done_ids()
     todo = [c for c in cells if c.id not in done]
     stats = GenerationStats(planned=len(cells), skipped=len(cells) - len(todo))

@@ -6,17 +6,22 @@ import asyncio
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlparse
 
 from harness.bench import load_bench
 from harness.client import Sampling
-from harness.generate import Progress, Reconnect, Target, generate_hf, generate_vllm, plan
-from harness.progress import DEFAULT_EVERY_S
+from harness.generate import Backend, Progress, Reconnect, Target, generate_hf, generate_vllm, plan
 from harness.models import resolve, short_name
+from harness.naming import target_label
+from harness.progress import DEFAULT_EVERY_S
 from harness.prompts import PROMPT_VERSION, condition_names
 from harness.provenance import git_commit, package_versions
 from harness.runstore import RunStore, run_dir
+from serve.adapters import inspect_adapter, served_name
+from serve.hardware import has_cuda, serving_dtype
+from serve.registry import AdapterRegistry
+from serve.server import server_record
+from serve.serving import Serving, server_spec
 
 
 @dataclass
@@ -29,7 +34,7 @@ class GenerateRequest:
     conditions: list[str] = field(default_factory=lambda: ["baseline", "curated"])
     include_base: bool = True
     url: str | None = None
-    backend: Literal["vllm", "hf", "api"] = "vllm"
+    backend: Backend = "vllm"
     sampling: Sampling = Sampling(max_tokens=2048, repetition_penalty=1.05)
     concurrency: int = 32
     max_model_len: int = 4096
@@ -40,10 +45,6 @@ class GenerateRequest:
 
 def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
     """Generate against a running server; ``req.model`` is a served name there."""
-    from serve.adapters import inspect_adapter
-    from serve.registry import AdapterRegistry
-    from serve.server import server_record
-
     registry = AdapterRegistry.connect(req.url)
     served = registry.resolve_name(req.model, allow_base=True)
     base_label = registry.base_served_name
@@ -54,7 +55,7 @@ def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
                         dtype=dtype)
     else:
         loaded = next(a for a in registry.list() if a.served_name == served)
-        target = Target(f"{base_label}+{loaded.alias}", registry.base.identity, "vllm", req.sampling,
+        target = Target(target_label(base_label, loaded.alias), registry.base.identity, "vllm", req.sampling,
                         adapter_name=loaded.alias, adapter_hash=inspect_adapter(loaded.path).content_hash,
                         url=req.url, served_name=served, dtype=dtype)
     return [target], {"server": record}
@@ -63,9 +64,6 @@ def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
 def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
     """Targets for a model this job serves itself (vLLM) or loads itself (HF). Known before
     anything starts, so a finished run is recognised without starting a server."""
-    from serve.adapters import inspect_adapter, served_name
-    from serve.hardware import has_cuda, serving_dtype
-
     base = resolve(req.model)
     label = short_name(req.model)
     infos = [inspect_adapter(p) for _, p in req.adapters]
@@ -77,7 +75,7 @@ def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
         targets.append(Target(label, base.identity, req.backend, req.sampling,
                               served_name=None if hf else label, model_path=base.location, dtype=dtype))
     for (alias, _), info in zip(req.adapters, infos):
-        targets.append(Target(f"{label}+{alias}", base.identity, req.backend, req.sampling,
+        targets.append(Target(target_label(label, alias), base.identity, req.backend, req.sampling,
                               adapter_name=alias, adapter_hash=info.content_hash,
                               served_name=None if hf else served_name(alias, info),
                               model_path=base.location, adapter_path=str(info.path), dtype=dtype))
@@ -86,26 +84,12 @@ def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
 
 def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: ExitStack) -> tuple[list[Target], dict]:
     """Start a server for ``targets``, load their adapters, and point the targets at it."""
-    from serve.adapters import replica_lora_capacity, validate_adapter
-    from serve.registry import AdapterRegistry
-    from serve.server import ServerSpec, VLLMServer
-
-    capacity = replica_lora_capacity(base.location, [i.rank for i in infos])
-    rank = capacity.max_lora_rank
-    for _, path in req.adapters:
-        validate_adapter(path, base, rank)
-    label = short_name(req.model)
-    spec = ServerSpec(model=base.location, served_name=label, enable_lora=bool(infos),
-                      max_lora_rank=rank, max_loras=capacity.max_loras, max_cpu_loras=capacity.max_cpu_loras,
-                      max_model_len=req.max_model_len,
-                      dtype=targets[0].dtype or "auto", cpu_bind=req.cpu_bind)
-    server = stack.enter_context(VLLMServer(spec, base_identity=base.identity))
-    registry = AdapterRegistry(server.api_base, base, label, rank)
-    preflight = {}
-    for alias, path in req.adapters:
-        loaded, report = registry.load(alias, path)
-        preflight[loaded.served_name] = {"differing": report.differing, "probes": report.probes}
-    return [replace(t, url=server.api_base) for t in targets], {"server": spec.engine_args(), "preflight": preflight}
+    spec = server_spec(base, short_name(req.model), req.adapters, lora_ranks=[i.rank for i in infos],
+                       max_model_len=req.max_model_len, dtype=targets[0].dtype or "auto", cpu_bind=req.cpu_bind)
+    serving = stack.enter_context(Serving(base, spec))
+    preflight = {loaded.served_name: {"differing": report.differing, "probes": report.probes}
+                 for loaded, report in serving.load_all(req.adapters)}
+    return [replace(t, url=serving.api_base) for t in targets], {"server": spec.engine_args(), "preflight": preflight}
 
 
 def _bench_spec(spec: str) -> str:

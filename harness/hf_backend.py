@@ -6,6 +6,8 @@ import time
 
 from harness.client import Completion, Sampling
 
+# torch, transformers and peft are imported when a model loads: seconds, which vLLM runs never need.
+
 
 class HFGenerator:
     def __init__(self, model_path: str, adapter_path: str | None = None, dtype: str = "auto"):

@@ -19,6 +19,23 @@ DEFAULTS = {
 }
 
 
+# Every vLLM server process gets these whatever its caller's environment says (runtime LoRA
+# loading, no usage statistics), and the hub offline unless the caller says otherwise.
+SERVER_ENV = {
+    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+SERVER_DEFAULTS = {"HF_HUB_OFFLINE": "1"}
+# A Ray job submitted by skillsweep (jobs.submit): no usage statistics, token authentication.
+RAY_JOB_ENV = {"RAY_USAGE_STATS_ENABLED": DEFAULTS["RAY_USAGE_STATS_ENABLED"], "RAY_AUTH_MODE": "token"}
+
+
+def server_env_defaults(env: dict[str, str]) -> dict[str, str]:
+    """The library settings for a server process started with ``env``."""
+    return {**{k: env.get(k, v) for k, v in SERVER_DEFAULTS.items()}, **SERVER_ENV}
+
+
 def apply_env_defaults() -> None:
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)

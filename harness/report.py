@@ -21,9 +21,12 @@ from harness.browser.data import build_payload
 from harness.browser.page import view_fragment
 from harness.judging.agreement import agreement
 from harness.judging.job import reason_class
+from harness.probes.report import probe_table
 from harness.runstore import run_dir
 from harness.stats.job import choose_judge, compute, load_verdicts, models_meta
 from harness.stats.paired import N_BOOT
+
+# matplotlib is imported where the plots are drawn: about a second, which only a report needs.
 
 
 def _f(v, signed=False, digits=3) -> str:
@@ -290,8 +293,6 @@ def render_report(run: str | Path, judge: str | None = None, judge_b: str | None
     (folder / "stats.json").write_text(json.dumps(stats, indent=2, default=str))
     images = _plots(stats, folder, agree)
     tables = _tables(stats, agree)
-    from harness.probes.report import probe_table
-
     tables += [t for t in [probe_table(folder)] if t]
     single = stats["single_seed_models"]
     note = (f"Single-seed models: {', '.join(single)}. Their tests are within-seed only." if single else "")

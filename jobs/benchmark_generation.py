@@ -21,14 +21,13 @@ import polars as pl
 
 from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
+from serve.hardware import cpu_info
 
 OUT = Path("results/benchmarks/generation.json")
 
 
 def machine_facts() -> dict:
     """What every CPU figure depends on: the CPU model and its vector / bf16 flags."""
-    from serve.hardware import cpu_info
-
     return {"cpus": os.cpu_count(), "cpu": cpu_info().describe(), "platform": platform.platform(),
             "python": platform.python_version()}
 

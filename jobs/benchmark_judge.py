@@ -21,7 +21,8 @@ from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
 from harness.judging.job import JudgeRequest, run_judging
 from harness.models import resolve
-from serve.server import COMPACT_JSON_ARGS, ServerSpec, VLLMServer
+from serve.server import COMPACT_JSON_ARGS
+from serve.serving import Serving, server_spec
 
 OUT = Path("results/benchmarks/judge.json")
 
@@ -35,9 +36,10 @@ def main() -> None:
     args = parser.parse_args()
 
     base = resolve(args.model)
-    spec = ServerSpec(model=base.location, served_name="judge", max_model_len=4096, extra_args=COMPACT_JSON_ARGS)
+    spec = server_spec(base, "judge", max_model_len=4096, extra_args=COMPACT_JSON_ARGS)
     figures = {}
-    with tempfile.TemporaryDirectory(prefix="bench-judge-") as tmp, VLLMServer(spec) as server:
+    with tempfile.TemporaryDirectory(prefix="bench-judge-") as tmp, Serving(base, spec) as serving:
+        server = serving.server
         run = f"{tmp}/run"
         run_generation(GenerateRequest(run=run, model="judge", url=server.base_url, split=args.split,
                                        sampling=Sampling(max_tokens=48)))

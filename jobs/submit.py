@@ -12,6 +12,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+import psutil
+
+from harness.libenv import RAY_JOB_ENV, apply_env_defaults
+from serve.server import free_port
+
+# ray.job_submission is imported when the job is submitted: about a second at import, which the
+# local head's start and the checks before it do not need.
+
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = "http://127.0.0.1:8265"
 
@@ -22,8 +31,6 @@ def _ray_cli() -> str:
 
 
 def _reachable(address: str) -> bool:
-    import httpx
-
     try:
         # 401 means a cluster is there and wants the token, which the client sends
         return httpx.get(f"{address}/api/version", timeout=3).status_code in (200, 401)
@@ -35,8 +42,8 @@ def use_token_auth() -> None:
     """Ray 2.60 clusters authenticate with a token: use one, creating ~/.ray/auth_token if absent.
 
     The token is a secret: it is never printed or logged (the command's output is discarded)."""
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    apply_env_defaults()
+    os.environ["RAY_AUTH_MODE"] = RAY_JOB_ENV["RAY_AUTH_MODE"]
     subprocess.run([_ray_cli(), "get-auth-token", "--generate"], check=True, capture_output=True, text=True)
 
 
@@ -46,8 +53,6 @@ class LocalHead:
     would stop every Ray instance on the machine."""
 
     def __init__(self, num_cpus: int | None = None, extra: list[str] | None = None):
-        from serve.server import free_port
-
         self.num_cpus = num_cpus or len(os.sched_getaffinity(0)) or 1
         self.extra = list(extra or [])
         # Short: Ray's Unix sockets live under it and socket paths are limited to 107 bytes.
@@ -58,14 +63,17 @@ class LocalHead:
         self._proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 120.0) -> LocalHead:
-        from serve.server import free_port
-
         use_token_auth()
         ports = {"--node-manager-port": free_port(), "--object-manager-port": free_port(),
                  "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
                  "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
                  "--runtime-env-agent-port": free_port()}
+        # Worker ports: a range of 201 that holds none of the ports chosen above (free ports
+        # the kernel hands out may lie close together).
+        taken = {self.gcs_port, self.dashboard_port, *ports.values()}
         low = free_port()
+        while any(low <= p <= low + 200 for p in taken):
+            low = free_port()
         cmd = [_ray_cli(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                "--dashboard-host=127.0.0.1", f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
                f"--temp-dir={self.temp_dir}", f"--num-cpus={self.num_cpus}", "--disable-usage-stats",
@@ -85,8 +93,6 @@ class LocalHead:
 
     def processes(self) -> list[int]:
         """Live processes of this head: the ``ray start`` group, and anything naming its temp dir."""
-        import psutil
-
         found = []
         for p in psutil.process_iter(["pid", "cmdline"]):
             try:
@@ -99,8 +105,6 @@ class LocalHead:
         return found
 
     def stop(self, grace_s: float = 30.0) -> None:
-        import psutil
-
         if self._proc is None:
             return
         proc, self._proc = self._proc, None
@@ -153,8 +157,7 @@ def submit_sweep(config: Path, *, run_name: str | None, resume: bool, out: Path,
         # Local Ray shares this filesystem: run from the checkout instead of uploading it.
         entrypoint = f"cd {shlex.quote(str(REPO))} && {shlex.join(args)}"
         client = JobSubmissionClient(address)
-        job = client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": {
-            "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}})
+        job = client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": dict(RAY_JOB_ENV)})
         echo(f"submitted Ray job {job} (dashboard: {address})")
         seen = 0
         while True:

@@ -29,12 +29,34 @@ import time
 import traceback
 from pathlib import Path
 
+import polars as pl
 import ray
 
+from harness.client import Sampling
+from harness.generate import Target
+from harness.generation_job import GenerateRequest, run_generation
+from harness.judging.job import JudgeRequest, run_judging
+from harness.libenv import apply_env_defaults
+from harness.models import resolve
+from harness.naming import adapter_alias, adapter_folder
+from harness.probes.job import ProbeRequest, run_probe_battery
+from harness.report import render_report
+from harness.runstore import update_manifest
 from jobs.decisions import (COUNTERS, MAX_GENERATION_ATTEMPTS, add_generation_counts, after_generation,
                             after_judging, target_complete, with_history)
 from jobs.resources import DRIVER_CPUS, Declaration, ResourceModel, resource_model
+from jobs.sweep_config import load_config, make_plan
 from jobs.turns import TurnGate
+from serve.adapters import inspect_adapter
+from serve.engine_watch import Health
+from serve.hardware import cpu_info
+from serve.server import COMPACT_JSON_ARGS
+from serve.serving import Serving, server_spec
+from train.corpus import CorpusRequest, build_corpus
+from train.recipe import load_recipe
+from train.trainer import train_one
+
+# torch is imported by _bind_cores, in trainer workers only: seconds for the driver otherwise.
 
 NAMESPACE = "skillsweep"
 
@@ -59,20 +81,15 @@ class ServerActor:
 
     def __init__(self, model_ref: str, served_name: str, max_model_len: int, kv_cache_gib: int,
                  lora_ranks: list[int], cpu_bind: str | None, adapters_file: str):
-        from harness.models import resolve
-        from serve.adapters import replica_lora_capacity
-        from serve.server import COMPACT_JSON_ARGS, ServerSpec, VLLMServer
-
         self.base = resolve(model_ref)
         self.served_name = served_name
         self.adapters_file = Path(adapters_file)
         # Slots from the adapters this server will hold and this replica's memory (serve.adapters).
-        lora = replica_lora_capacity(self.base.location, lora_ranks, adapters=max(1, len(lora_ranks)))
-        self.spec = ServerSpec(model=self.base.location, served_name=served_name, enable_lora=True,
-                               max_lora_rank=lora.max_lora_rank, max_loras=lora.max_loras,
-                               max_cpu_loras=lora.max_cpu_loras, max_model_len=max_model_len,
-                               kv_cache_gib=kv_cache_gib, cpu_bind=cpu_bind, extra_args=COMPACT_JSON_ARGS)
-        self.server = VLLMServer(self.spec, base_identity=self.base.identity).start()
+        self.spec = server_spec(self.base, served_name, lora_ranks=lora_ranks, enable_lora=True,
+                                max_model_len=max_model_len, kv_cache_gib=kv_cache_gib, cpu_bind=cpu_bind,
+                                extra_args=COMPACT_JSON_ARGS)
+        self.serving = Serving(self.base, self.spec).start()
+        self.server = self.serving.server
         self.served: dict[str, str] = {}
         for alias, path in self._registered().items():
             self._load(alias, path)
@@ -84,10 +101,7 @@ class ServerActor:
             return {}
 
     def _load(self, alias: str, path: str) -> dict:
-        from serve.registry import AdapterRegistry
-
-        registry = AdapterRegistry(self.server.api_base, self.base, self.served_name, self.spec.max_lora_rank)
-        loaded, report = registry.load(alias, path)
+        loaded, report = self.serving.load(alias, path)
         self.served[alias] = loaded.served_name
         return {"served_name": loaded.served_name, "preflight_differing": report.differing,
                 "preflight_probes": report.probes}
@@ -130,9 +144,6 @@ def _bind_cores(cores: list[int]) -> None:
 
 @ray.remote(max_calls=1)  # a fresh worker per training: its core binding must not outlive it
 def train_task(recipe_path: str, seed: int, out: str, model: str, corpus, cores: list[int]) -> dict:
-    from train.recipe import load_recipe
-    from train.trainer import train_one
-
     _bind_cores(cores)
     corpus_path = corpus.get("corpus") if isinstance(corpus, dict) else corpus
     meta_file = Path(out) / "training_meta.json"
@@ -148,11 +159,6 @@ def train_task(recipe_path: str, seed: int, out: str, model: str, corpus, cores:
 def generate_task(request: dict, server=None) -> dict:
     """One target's cells. With ``server`` (its actor), a lost engine is waited for: Ray restarts
     the actor, which re-registers its adapters, and the cells still outstanding go to it."""
-    from harness.client import Sampling
-    from harness.generation_job import GenerateRequest, run_generation
-
-    from serve.engine_watch import Health
-
     request = dict(request, sampling=Sampling(**request["sampling"]))
     serving = {"pid": ray.get(server.info.remote())["actor_pid"]} if server is not None else {}
 
@@ -175,8 +181,6 @@ def generate_task(request: dict, server=None) -> dict:
 
 @ray.remote
 def judge_task(run: str, judge: dict, bench: str, only_unscored: bool) -> dict:
-    from harness.judging.job import JudgeRequest, run_judging
-
     try:
         return run_judging(JudgeRequest(run=run, bench=bench, only_unscored=only_unscored, **judge))
     except Exception as exc:  # one judge failing leaves the others' verdicts standing
@@ -185,17 +189,12 @@ def judge_task(run: str, judge: dict, bench: str, only_unscored: bool) -> dict:
 
 @ray.remote
 def probe_task(request) -> dict:
-    from harness.probes.job import run_probe_battery
-
     return run_probe_battery(request)
 
 
 @ray.remote
 def corpus_task(teacher: str, teacher_url: str | None, out: str, bench: str, judge: str | None,
                 judge_api_base: str | None, mode: str, max_tokens: int) -> dict:
-    from harness.client import Sampling
-    from train.corpus import CorpusRequest, build_corpus
-
     return build_corpus(CorpusRequest(teacher=teacher, teacher_url=teacher_url, out=Path(out), bench=bench,
                                       judge=judge, judge_api_base=judge_api_base, mode=mode,
                                       sampling=Sampling(max_tokens=max_tokens)))
@@ -205,8 +204,6 @@ def corpus_task(teacher: str, teacher_url: str | None, out: str, bench: str, jud
 
 class Sweep:
     def __init__(self, config_path: str, out_root: Path, run: str | None, resume: bool):
-        from harness.sweep_config import load_config, make_plan
-
         self.config = load_config(config_path)
         self.plan = make_plan(self.config)
         self.run = run or self.config.name
@@ -235,7 +232,6 @@ class Sweep:
         return self.folder / "runs" / label
 
     def _complete(self, label: str) -> bool:
-        import polars as pl
 
         sub = self.sub_run(label)
         try:
@@ -252,8 +248,6 @@ class Sweep:
 
     def _lora_ranks(self, model_label: str) -> list[int]:
         """The ranks of the LoRA adapters this sweep will register on ``model_label``'s server."""
-        from train.recipe import load_recipe
-
         recipes = [load_recipe(t.recipe_path) for t in self.plan.trainings if t.model_label == model_label]
         return [r.lora.r for r in recipes if r.method == "lora"]
 
@@ -345,7 +339,7 @@ class Sweep:
 
     def submit_training(self, target, corpus) -> ray.ObjectRef:
         t = target.training
-        out = self.folder / "adapters" / f"{t.recipe_name}-s{t.seed}"
+        out = self.folder / "adapters" / adapter_folder(t.recipe_name, t.seed)
         declared: Declaration = self.resources.trainer
         return train_task.options(**declared.options()).remote(
             t.recipe_path, t.seed, str(out), t.base, corpus, list(declared.cores))
@@ -368,8 +362,8 @@ class Sweep:
             key = "trained" if not meta.get("skipped") else "skipped"
             self.stage["training"][key] = self.stage["training"].get(key, 0) + 1
             self.stage["training"]["wall_s"] = max(self.stage["training"]["wall_s"], round(time.time() - started, 2))
-            path = str(self.folder / "adapters" / f"{target.training.recipe_name}-s{target.training.seed}")
-            alias = f"{target.training.recipe_name}@s{target.training.seed}"
+            path = str(self.folder / "adapters" / adapter_folder(target.training.recipe_name, target.training.seed))
+            alias = adapter_alias(target.training.recipe_name, target.training.seed)
             if meta["method"] == "partial":  # a full checkpoint is its own server
                 server_key = target.label
                 self.start_server(server_key, path, model.max_model_len)
@@ -459,11 +453,6 @@ class Sweep:
     async def run_probes(self) -> None:
         """The generality probe battery on every served target (base and its adapters), once
         their bench cells are done, on the same servers and generation path."""
-        from harness.client import Sampling
-        from harness.generate import Target
-        from harness.probes.job import ProbeRequest
-        from serve.adapters import inspect_adapter
-
         spec = self.config.probes
         started = time.time()
         targets = []
@@ -479,8 +468,8 @@ class Sweep:
             if target.kind == "base":
                 targets.append(Target(target.label, served_name=info["served_name"], **common))
             else:
-                alias = f"{target.training.recipe_name}@s{target.training.seed}"
-                path = self.folder / "adapters" / f"{target.training.recipe_name}-s{target.training.seed}"
+                alias = adapter_alias(target.training.recipe_name, target.training.seed)
+                path = self.folder / "adapters" / adapter_folder(target.training.recipe_name, target.training.seed)
                 served = info["adapters"].get(alias)
                 if served:
                     targets.append(Target(target.label, adapter_name=alias, served_name=served,
@@ -545,9 +534,6 @@ class Sweep:
         return self.finish()
 
     def merge_and_report(self) -> None:
-        import polars as pl
-
-        from harness.runstore import update_manifest
 
         started = time.time()
         episodes, verdicts = [], []
@@ -609,8 +595,6 @@ class Sweep:
 
 def render_sweep_report(folder: Path, statistics) -> dict:
     """The sweep's report, with its config's ``statistics`` (a ``StatsSpec``): judges and bootstrap count."""
-    from harness.report import render_report
-
     return render_report(folder, statistics.judge, statistics.judge_b, n_boot=statistics.bootstrap)
 
 
@@ -619,16 +603,12 @@ class SweepRefused(Exception):
 
 
 def _recipe_method(recipe_path: str) -> str:
-    from train.recipe import load_recipe
-
     return load_recipe(recipe_path).method
 
 
 def _resources(servers: int, config) -> ResourceModel:
     """Declarations for this cluster. On a CPU node the cores partitioned are the ones Ray was
     given (its CPU count), so what is declared always fits what Ray can grant."""
-    from serve.hardware import cpu_info
-
     cluster = ray.cluster_resources()
     cores = cpu_info().cores[: max(1, int(cluster.get("CPU", 1)))]
     uses_gpus = cluster.get("GPU", 0) > 0 and (config.serve_gpus > 0 or config.train_gpus > 0)
@@ -653,7 +633,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.environ.get("SKILLSWEEP_RESULTS", "results"),
                         help="results root; give an absolute path (shared storage on a cluster)")
     args = parser.parse_args(argv)
-    from harness.libenv import apply_env_defaults
 
     apply_env_defaults()
     ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=NAMESPACE, log_to_driver=True)

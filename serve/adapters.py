@@ -11,8 +11,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors import safe_open
+
 from harness.errors import SkillsweepError
 from harness.models import ResolvedModel, model_identity
+from harness.naming import served_adapter_name
+from serve.hardware import gpu_memory_bytes, host_memory_bytes
 
 # vLLM's --max-lora-rank accepts only these values.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -49,7 +53,7 @@ class AdapterInfo:
 def served_name(alias: str, info: AdapterInfo) -> str:
     """The name an adapter is served under: never reused for different weights, because
     vLLM keys its prefix cache by adapter name."""
-    return f"{alias}-{info.short_hash}"
+    return served_adapter_name(alias, info.short_hash)
 
 
 def content_hash(config: dict, weights_file: Path) -> str:
@@ -117,8 +121,6 @@ def check_base(info: AdapterInfo, base: ResolvedModel) -> None:
 
 
 def _base_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    from safetensors import safe_open
-
     shapes: dict[str, tuple[int, ...]] = {}
     for file in sorted(model_dir.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as f:
@@ -128,8 +130,6 @@ def _base_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
 
 
 def _check_shapes(info: AdapterInfo, model_dir: Path) -> None:
-    from safetensors import safe_open
-
     base = _base_shapes(model_dir)
     if not base:
         return
@@ -165,6 +165,8 @@ def validate_adapter(path: str | Path, base: ResolvedModel, max_rank: int) -> Ad
 BATCH_ADAPTERS = 256 // 32
 LORA_GPU_SHARE = 0.05  # of a replica's GPU memory for LoRA slots (taken from the KV cache)
 LORA_HOST_SHARE = 0.10  # of host memory for adapters kept in vLLM's CPU cache
+MIN_LORA_RANK = 8  # the smallest --max-lora-rank a server gets
+ROOM_LORA_RANK = 16  # ... when adapters will be added later, whose ranks are not known yet
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ class LoraCapacity:
     max_cpu_loras: int  # adapters kept in host memory; vLLM re-reads others from disk on use
 
 
-def lora_rank(ranks, min_rank: int = 8) -> int:
+def lora_rank(ranks, min_rank: int = MIN_LORA_RANK) -> int:
     """The smallest rank vLLM accepts that holds every adapter's rank (and ``min_rank``)."""
     needed = max([min_rank, *ranks])
     rank = next((r for r in VLLM_LORA_RANKS if r >= needed), None)
@@ -195,12 +197,13 @@ def lora_slot_bytes(model_config: dict, rank: int, dtype_bytes: int = 2) -> int:
     return dtype_bytes * rank * per_layer * model_config["num_hidden_layers"]
 
 
-def lora_capacity(adapters: int, ranks=(), *, min_rank: int = 8, extra: int = 0, model_config: dict | None = None,
-                  gpu_bytes: float | None = None, host_bytes: float | None = None,
+def lora_capacity(adapters: int, ranks=(), *, min_rank: int | None = None, extra: int = 0,
+                  model_config: dict | None = None, gpu_bytes: float | None = None, host_bytes: float | None = None,
                   batch_adapters: int = BATCH_ADAPTERS) -> LoraCapacity:
     """LoRA limits for a server replica that will hold ``adapters`` (+ ``extra`` added later).
 
-    * ``max_lora_rank``: :func:`lora_rank`.
+    * ``max_lora_rank``: :func:`lora_rank`, at least ``MIN_LORA_RANK``, or ``ROOM_LORA_RANK``
+      when adapters will be added later (``extra``): their ranks are not known yet.
     * ``max_loras`` (GPU slots): as many as adapters, at most ``batch_adapters`` (what one batch
       can mix) and at most what fits in ``LORA_GPU_SHARE`` of the replica's GPU memory.
     * ``max_cpu_loras``: every adapter, so none is re-read from disk, unless that exceeds
@@ -209,7 +212,7 @@ def lora_capacity(adapters: int, ranks=(), *, min_rank: int = 8, extra: int = 0,
     Without a model config or memory sizes only the counts apply. More adapters than slots
     work: a request whose adapter has no slot waits until one frees.
     """
-    rank = lora_rank(ranks, min_rank)
+    rank = lora_rank(ranks, min_rank or (ROOM_LORA_RANK if extra else MIN_LORA_RANK))
     wanted = max(1, adapters + extra)
     slots, cpu = min(wanted, max(1, batch_adapters)), wanted
     slot = lora_slot_bytes(model_config, rank) if model_config else None
@@ -230,13 +233,10 @@ def model_config(location: str | Path) -> dict | None:
     return config if "hidden_size" in config and "num_hidden_layers" in config else None
 
 
-def replica_lora_capacity(base_location: str | Path, ranks=(), adapters: int = 0, *, min_rank: int = 8,
-                          extra: int = 0) -> LoraCapacity:
+def replica_lora_capacity(base_location: str | Path, ranks=(), adapters: int = 0, *, extra: int = 0) -> LoraCapacity:
     """:func:`lora_capacity` for a replica on this machine: the base's geometry from its
     checkpoint, the GPU's and host's memory from the hardware (run it where the server runs)."""
-    from serve.hardware import gpu_memory_bytes, host_memory_bytes
-
     ranks = list(ranks)
-    return lora_capacity(adapters or len(ranks), ranks, min_rank=min_rank, extra=extra,
+    return lora_capacity(adapters or len(ranks), ranks, extra=extra,
                          model_config=model_config(base_location), gpu_bytes=gpu_memory_bytes(),
                          host_bytes=host_memory_bytes())

@@ -20,6 +20,10 @@ import os
 import platform
 from dataclasses import dataclass
 
+import psutil
+
+# torch is imported where a question needs it (CUDA, bf16): seconds, which most callers never need.
+
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -78,8 +82,6 @@ def gpu_memory_bytes() -> int | None:
 
 
 def host_memory_bytes() -> int:
-    import psutil
-
     return int(psutil.virtual_memory().total)
 
 

@@ -7,6 +7,7 @@ it signals the whole group and nothing is left behind. It binds to 127.0.0.1 onl
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import os
 import signal
@@ -18,8 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from harness.errors import SkillsweepError
+from harness.libenv import server_env_defaults
 from harness.paths import skillsweep_home
 from serve.engine_watch import EngineSample, fetch_metrics
 from serve.hardware import cpu_preloads, serving_dtype
@@ -95,14 +98,8 @@ class ServerSpec:
 
 def server_env(spec: ServerSpec) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-        "VLLM_CPU_KVCACHE_SPACE": str(spec.kv_cache_gib),
-        "VLLM_NO_USAGE_STATS": "1",
-        "DO_NOT_TRACK": "1",
-        "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(server_env_defaults(env))
+    env.update({"VLLM_CPU_KVCACHE_SPACE": str(spec.kv_cache_gib), "PYTHONUNBUFFERED": "1"})
     if spec.cpu_bind:
         env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cpu_bind
     preload = [p for p in (env.get("LD_PRELOAD") or "").split(":") if p]
@@ -270,8 +267,6 @@ def _die_with_parent() -> None:
     """In the child: get SIGTERM when the parent dies, so a SIGKILLed owner (a Ray actor, a
     killed CLI) cannot leave a server running. Linux only; elsewhere stop() is the only path."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
@@ -286,8 +281,6 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in process group ``pgid``."""
-    import psutil
-
     members = []
     for proc in psutil.process_iter(["pid", "status"]):
         try:

@@ -1,5 +1,5 @@
 """The throughput model behind the simulated engine (:mod:`serve.sim_engine`) and the makespan
-estimate (:mod:`harness.estimate`): one set of pure functions, so both say the same thing.
+estimate (:mod:`jobs.estimate`): one set of pure functions, so both say the same thing.
 
 An engine step (vLLM V1 continuous batching with chunked prefill) costs
 

@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 GRACE_S = 10.0
@@ -42,8 +44,6 @@ def _prctl(option: int, value: int) -> None:
 
 
 def _descendants() -> list:
-    import psutil
-
     try:
         return psutil.Process().children(recursive=True)
     except psutil.Error:
@@ -51,8 +51,6 @@ def _descendants() -> list:
 
 
 def stop_descendants(grace_s: float = GRACE_S) -> None:
-    import psutil
-
     procs = _descendants()
     for p in procs:
         try:

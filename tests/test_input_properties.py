@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from harness.bench import Bench, BenchError, load_bench
-from harness.sweep_config import ConfigError, SweepConfig, load_config
+from jobs.sweep_config import ConfigError, SweepConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = ROOT / "harness" / "bench" / "builtin"

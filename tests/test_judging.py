@@ -131,7 +131,7 @@ def test_local_judge_that_is_slow_but_alive_is_never_timed_out(tmp_path):
 
 def test_judge_refuses_bad_requests(tmp_path):
     run, _ = _synthetic_run(tmp_path)
-    with pytest.raises(ValueError, match="needs --judge MODEL"):
+    with pytest.raises(ValueError, match="needs --judge-model MODEL"):
         run_judging(JudgeRequest(run=str(run), mode="llm-only"))
     with pytest.raises(ValueError, match="expected one of det-mixed"):
         run_judging(JudgeRequest(run=str(run), mode="sometimes"))
@@ -194,4 +194,4 @@ def test_judge_cli_deterministic(tmp_path):
     assert set(pl.read_parquet(run / "verdicts.parquet")["judge_label"]) == {"deterministic", "second"}
     bad = subprocess.run([sys.executable, "-m", "harness.cli", "judge", str(run), "--mode", "llm-only"],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "needs --judge MODEL" in bad.stderr
+    assert bad.returncode == 2 and "needs --judge-model MODEL" in bad.stderr

@@ -10,8 +10,10 @@ import pytest
 from harness.client import Sampling, achat, build_messages
 from serve.adapters import (BATCH_ADAPTERS, LORA_GPU_SHARE, lora_capacity, lora_rank, lora_slot_bytes, model_config,
                             replica_lora_capacity)
+from serve.adapters import AdapterError
 from serve.registry import AdapterRegistry
 from serve.server import ServerSpec, VLLMServer
+from serve.serving import server_spec
 from train.random_adapter import make_random_adapter
 
 # A 4B-class geometry (Qwen3-4B's config.json figures).
@@ -59,6 +61,23 @@ def test_replica_capacity_reads_the_checkpoint(tiny):
     capacity = replica_lora_capacity(tiny.location, [8, 8, 8])
     assert (capacity.max_lora_rank, capacity.max_loras, capacity.max_cpu_loras) == (8, 3, 3)
     assert model_config("/nonexistent") is None
+
+
+def test_one_rule_for_every_server(tiny, adapters):
+    """serve.serving.server_spec: the capacity rule for the ranks given (or the adapters'), a
+    rank floor of 16 and extra slots when adapters come later, and every adapter validated."""
+    spec = server_spec(tiny, "t")  # nothing to hold: no LoRA
+    assert not spec.enable_lora and spec.max_lora_rank == 8
+    later = server_spec(tiny, "t", room_for=2)  # `skillsweep serve`: room for `adapters add`
+    assert later.enable_lora and (later.max_lora_rank, later.max_loras) == (16, 2)
+    sweep = server_spec(tiny, "t", lora_ranks=[32, 8])  # a sweep's server: its recipes' ranks
+    assert sweep.enable_lora and (sweep.max_lora_rank, sweep.max_loras) == (32, 2)
+    held = server_spec(tiny, "t", [("a", adapters["a"]), ("r", adapters["rank32"])], max_model_len=1024)
+    assert (held.max_lora_rank, held.max_loras, held.max_model_len) == (32, 2, 1024)
+    with pytest.raises(AdapterError, match="rank-too-large"):
+        server_spec(tiny, "t", [("r", adapters["rank32"])], max_lora_rank=16)
+    with pytest.raises(AdapterError, match="modules-to-save"):
+        server_spec(tiny, "t", [("m", adapters["mts"])])
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,7 @@ def test_probe_battery_base_and_adapter_side_by_side(server, tiny, adapters, tmp
     try:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         args = [sys.executable, "-m", "harness.cli", "probe-battery", "--model", "tiny", "--url", server.base_url,
-                "--adapter", "a", "--run", str(run), "--judge", "hosted_vllm/tiny",
+                "--adapter", "a", "--run", str(run), "--judge-model", "hosted_vllm/tiny",
                 "--judge-api-base", server.api_base, "--max-tokens", "24"]
         done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
         assert done.returncode == 0, done.stderr[-2000:]
@@ -153,7 +153,7 @@ def test_report_carries_the_probe_table(tmp_path):
 def test_sweep_config_probes_block(tmp_path):
     import yaml
 
-    from harness.sweep_config import ConfigError, load_config
+    from jobs.sweep_config import ConfigError, load_config
 
     config = yaml.safe_load((ROOT / "eval_configs" / "demo.yaml").read_text())
     config.pop("probes", None)

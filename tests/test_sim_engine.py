@@ -16,11 +16,11 @@ import pytest
 
 from harness.bench import load_bench
 from harness.client import Sampling, achat, build_messages
-from harness.estimate import (Cluster, EstimateError, Job, Training, Workload, estimate, lower_bound, parse_cluster,
+from jobs.estimate import (Cluster, EstimateError, Job, Training, Workload, estimate, lower_bound, parse_cluster,
                               simulate, workload)
 from harness.generate import Target, generate_vllm, plan
 from harness.runstore import RunStore
-from harness.sweep_config import load_config, make_plan
+from jobs.sweep_config import load_config, make_plan
 from serve.engine_watch import fetch_metrics, parse_metrics
 from serve.registry import AdapterRegistry, RegistryError
 from serve.server import VLLMServer

@@ -182,7 +182,7 @@ def test_report_uses_and_records_the_bootstrap_count(tmp_path):
 
 def test_sweep_statistics_bootstrap_reaches_the_report(tmp_path):
     """`statistics.bootstrap` of a sweep config is the count the sweep's report resamples."""
-    from harness.sweep_config import StatsSpec
+    from jobs.sweep_config import StatsSpec
     from jobs.sweep import render_sweep_report
 
     run = _verdict_run(tmp_path)
@@ -247,14 +247,14 @@ def test_study_v1_9_llm_only_reproduced(tmp_path):
     assert (mc["a"], mc["b"], mc["c"], mc["d"]) == (153, 10, 30, 7) and mc["method"] == "chi2-cc"
     assert mc["statistic"] == pytest.approx(9.025) and round(mc["p"], 4) == 0.0027
     assert m["delta_ci95"][0] == pytest.approx(0.040, abs=0.01) and m["delta_ci95"][1] == pytest.approx(0.160, abs=0.01)
-    cli = subprocess.run([sys.executable, "-m", "harness.cli", "stats", str(out), "--judge", "opus", "--json"],
+    cli = subprocess.run([sys.executable, "-m", "harness.cli", "stats", str(out), "--judge-label", "opus", "--json"],
                          capture_output=True, text=True, check=True).stdout
     assert json.loads(cli)["models"]["v1.9"]["mcnemar"]["b"] == 10
     agree = subprocess.run([sys.executable, "-m", "harness.cli", "agreement", str(out), "--judge-a", "opus",
                             "--judge-b", "gpt", "--json"], capture_output=True, text=True, check=True).stdout
     a = json.loads(agree)["models"]["v1.9"]
     assert a["kappa"] == 1.0 and a["agreement"] == 1.0 and a["n"] == 400
-    rendered = json.loads(subprocess.run([sys.executable, "-m", "harness.cli", "report", str(out), "--judge", "opus"],
+    rendered = json.loads(subprocess.run([sys.executable, "-m", "harness.cli", "report", str(out), "--judge-label", "opus"],
                                          capture_output=True, text=True, check=True).stdout)
     page = Path(rendered["report_html"]).read_text()
     assert "<table>" in page and page.count("data:image/png;base64,") == len(rendered["plots"]) >= 4

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from harness.sweep_config import ConfigError, load_config, make_plan
+from jobs.sweep_config import ConfigError, load_config, make_plan
 from jobs.submit import LocalHead, _ray_cli
 
 ROOT = Path(__file__).resolve().parents[1]

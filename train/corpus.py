@@ -19,6 +19,7 @@ from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
 from harness.judging.fanout import RetryPolicy
 from harness.judging.job import JudgeRequest, run_judging
+from harness.judging.verdict import Mode
 from harness.prompts import PROMPT_VERSION, SOLVER_PROMPT, render
 from train.corpus_transforms import write_corpus
 
@@ -32,7 +33,7 @@ class CorpusRequest:
     teacher_url: str | None = None
     judge: str | None = None  # litellm model for FREE_FORM / llm-only; None = deterministic only
     judge_api_base: str | None = None
-    mode: str = "det-mixed"
+    mode: Mode = Mode.DET_MIXED
     sampling: Sampling = Sampling(max_tokens=2048)
     concurrency: int = 16
 
@@ -49,7 +50,7 @@ def build_corpus(req: CorpusRequest) -> dict:
         run=str(work), model=req.teacher, url=req.teacher_url, bench=req.bench, split=req.split,
         conditions=["curated"], backend="vllm" if req.teacher_url else "api", sampling=req.sampling,
         concurrency=req.concurrency))
-    mode = req.mode if req.judge else "deterministic"
+    mode = req.mode if req.judge else Mode.DETERMINISTIC
     judged = run_judging(JudgeRequest(run=str(work), mode=mode, judge_model=req.judge, api_base=req.judge_api_base,
                                       label=f"corpus-{mode}", concurrency=req.concurrency, policy=RetryPolicy()))
     episodes = pl.read_parquet(work / "episodes.parquet")

@@ -12,6 +12,9 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+# drop_ceiling_skills imports polars and harness.stats.job itself: 1.2 s that every recipe load
+# (plan, the sweep config's checks) would pay for a transform few recipes use.
+
 
 def _with_system(row: dict, system: str, condition: str) -> dict:
     messages = [dict(m) for m in row["messages"]]

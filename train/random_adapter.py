@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# torch, peft and transformers are imported when an adapter is made: seconds at import.
+
 
 def make_random_adapter(
     base_path: str | Path,

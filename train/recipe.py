@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.errors import SkillsweepError
 from harness.yaml_models import Seeds, beside, load_yaml_model
+from train.corpus_transforms import TRANSFORMS
 
 
 class _Strict(BaseModel):
@@ -55,8 +56,6 @@ class RecipeError(SkillsweepError, ValueError):
 
 def load_recipe(path: str | Path) -> Recipe:
     """A recipe file; the corpus and transform sources it names are relative to the file."""
-    from train.corpus_transforms import TRANSFORMS
-
     path = Path(path)
     recipe = load_yaml_model(path, Recipe, RecipeError, "recipe")
     for i, step in enumerate(recipe.transforms):

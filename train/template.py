@@ -13,6 +13,8 @@ import re
 
 from harness.errors import SkillsweepError
 
+# trl is imported when a template is patched: seconds at import.
+
 END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "</s>", "<|end|>")
 _GEN = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _EXPR = re.compile(r"\{\{-?(?P<body>.*?)-?\}\}", re.S)

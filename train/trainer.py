@@ -15,11 +15,16 @@ import time
 from pathlib import Path
 
 from harness.models import resolve
+from harness.naming import adapter_folder
 from harness.provenance import package_versions
+from serve.adapters import inspect_adapter
 from serve.hardware import cpu_info
 from train.corpus_transforms import apply_transforms, read_corpus
 from train.recipe import Recipe
 from train.template import CHATML_TRAINING_TEMPLATE, training_template, verify_mask
+
+# torch, transformers, datasets, trl and peft are imported when training starts: seconds at import,
+# which a sweep driver or a finished (skipped) training never needs.
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +120,6 @@ def train_one(recipe: Recipe, seed: int, out: Path, *, model: str | None = None,
     tokenizer.chat_template = serving_template  # serve with the model's own template
     if recipe.method == "lora":
         trainer.model.save_pretrained(out)
-        from serve.adapters import inspect_adapter
 
         content = inspect_adapter(out).content_hash
     else:
@@ -144,5 +148,5 @@ def train_one(recipe: Recipe, seed: int, out: Path, *, model: str | None = None,
 def train_recipe(recipe: Recipe, out_root: Path, *, seeds: list[int] | None = None, model: str | None = None,
                  corpus: str | None = None) -> list[dict]:
     """Train every seed of a recipe into ``out_root/<name>-s<seed>``."""
-    return [train_one(recipe, s, out_root / f"{recipe.name}-s{s}", model=model, corpus=corpus)
+    return [train_one(recipe, s, out_root / adapter_folder(recipe.name, s), model=model, corpus=corpus)
             for s in (seeds or recipe.seeds)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,9 @@ from harness.bench.load import _native_records, load_native, unique_records, wri
 from harness.bench.model import Bench, BenchError, QueryType, Skill, Task
 from harness.client import Sampling, _request
 from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
+from harness.judging.job import require_credentials
 from harness.judging.llm_judge import UnparseableReply, parse_json_reply
+from harness.libenv import quiet_litellm
 from harness.prompts import prompt_hash, skill_block
 from harness.provenance import git_commit, package_versions
 from harness.runstore import RunStore, update_manifest
@@ -99,8 +102,6 @@ class AuthorStats:
 
 def allocate_query_types(total: int, mix: dict[str, float], seed: int) -> list[QueryType]:
     """``total`` query types in the mix's proportions (largest remainder), in a seeded order."""
-    import random
-
     if not mix or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
         raise ValueError(f"query-type mix {mix!r}: needs non-negative weights with a positive sum")
     types = {QueryType(k): w / sum(mix.values()) for k, w in mix.items()}
@@ -184,7 +185,7 @@ class Author:
 
     # -- teacher
     async def _ask(self, unit: Unit, attempt: int):
-        import litellm
+        litellm = quiet_litellm()
 
         req = self.req
         temperature = req.temperature if attempt == 0 or req.temperature > 0 else RETRY_TEMPERATURE
@@ -284,8 +285,6 @@ def run_authoring(req: AuthorRequest) -> dict:
         raise ValueError(f"eval fraction must be within [0, 1], got {req.eval_fraction}")
     decls = load_declarative(req.skills_file)
     if not req.teacher_url:
-        from harness.judging.job import require_credentials
-
         require_credentials(req.teacher, "teacher", "SKILLSWEEP_SERVER_API_KEY")
     types = allocate_query_types(len(decls) * req.tasks_per_skill, req.mix, req.seed)
     out = Path(req.out)

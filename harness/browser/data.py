@@ -12,7 +12,9 @@ from pathlib import Path
 
 import polars as pl
 
+from harness.bench import BenchError, load_bench
 from harness.judging.agreement import agreement
+from harness.prompts import render
 from harness.runstore import run_dir
 
 # Per judge: [passed (1/0/None), rule, extracted, rationale, unscored reason, escalated from, kind, judge]
@@ -25,8 +27,6 @@ def _bench_prompts(folder: Path, episodes: pl.DataFrame) -> tuple[dict, dict]:
     spec = (json.loads(manifest.read_text()).get("bench") or {}).get("spec") if manifest.exists() else None
     if not spec:
         return {}, {}
-    from harness.bench import BenchError, load_bench
-    from harness.prompts import render
 
     try:
         bench = load_bench(spec)

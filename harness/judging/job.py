@@ -20,7 +20,6 @@ import uuid
 from collections import Counter
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
 
 import polars as pl
 
@@ -31,7 +30,7 @@ from harness.errors import SkillsweepError
 from harness.judging.extract import DETERMINISTIC_TYPES, EXTRACTOR_VERSION, judge_deterministic, question_options
 from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
 from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, VERDICT_SCHEMA, UnparseableReply, judge_messages, parse_reply
-from harness.judging.verdict import Verdict
+from harness.judging.verdict import MODES, Mode, Verdict
 from harness.libenv import quiet_litellm
 from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker
 from serve.engine_watch import EngineWatch, next_limit
@@ -42,8 +41,6 @@ class JudgeError(SkillsweepError, ValueError):
     """A judge request that cannot be carried out as asked."""
 
 
-Mode = Literal["det-mixed", "llm-only", "deterministic"]
-MODES = ("det-mixed", "llm-only", "deterministic")
 # Copied from the episode so that statistics over verdicts can check the generation path.
 _EPISODE_COLUMNS = ("cell_id", "run", "model_label", "base_model", "adapter_hash", "backend", "dtype", "task_uid", "skill",
                     "query_type", "condition", "temperature", "max_tokens", "repetition_penalty")
@@ -52,7 +49,7 @@ _EPISODE_COLUMNS = ("cell_id", "run", "model_label", "base_model", "adapter_hash
 @dataclass
 class JudgeRequest:
     run: str
-    mode: Mode = "det-mixed"
+    mode: Mode = Mode.DET_MIXED
     label: str | None = None
     judge_model: str | None = None  # a litellm model string: hosted_vllm/NAME, openrouter/openai/gpt-5, ...
     api_base: str | None = None
@@ -217,7 +214,7 @@ class LLMJudge:
 
 
 def _uses_llm(mode: str, query_type: str) -> bool:
-    return mode == "llm-only" or (mode == "det-mixed" and QueryType(query_type) not in DETERMINISTIC_TYPES)
+    return mode == Mode.LLM_ONLY or (mode == Mode.DET_MIXED and QueryType(query_type) not in DETERMINISTIC_TYPES)
 
 
 def _extract(req: JudgeRequest, ep: dict, task) -> Verdict | None:
@@ -229,14 +226,14 @@ def _extract(req: JudgeRequest, ep: dict, task) -> Verdict | None:
 
 
 def _escalates(req: JudgeRequest, extracted: Verdict | None) -> bool:
-    return req.mode == "det-mixed" and extracted is not None and extracted.uncertain
+    return req.mode == Mode.DET_MIXED and extracted is not None and extracted.uncertain
 
 
 def _verdict_row(episode: dict, vid: str, req: JudgeRequest, label: str, verdict: Verdict, usage: dict,
                  llm: bool, escalated: Verdict | None = None) -> dict:
     return {
         "verdict_id": vid, **{c: episode.get(c) for c in _EPISODE_COLUMNS},
-        "judge_label": label, "mode": req.mode, "judge_kind": "llm" if llm else "deterministic",
+        "judge_label": label, "mode": str(req.mode), "judge_kind": "llm" if llm else "deterministic",
         "judge": req.judge_model if llm else "extractor",
         "prompt_version": JUDGE_PROMPT_VERSION if llm else EXTRACTOR_VERSION,
         "passed": verdict.passed, "score": verdict.score, "unscored_reason": verdict.unscored_reason,
@@ -254,14 +251,14 @@ def _verdict_row(episode: dict, vid: str, req: JudgeRequest, label: str, verdict
 def default_label(req: JudgeRequest) -> str:
     if req.label:
         return req.label
-    if req.mode == "deterministic":
+    if req.mode == Mode.DETERMINISTIC:
         return "deterministic"
     return f"{req.mode}:{req.judge_model.split('/')[-1]}"
 
 
 def _check_one_judge(latest: dict[str, dict], label: str, req: JudgeRequest) -> None:
     """A verdict set holds one judge configuration: refuse to add another judge or mode to it."""
-    judge = req.judge_model if req.mode != "deterministic" else None
+    judge = req.judge_model if req.mode != Mode.DETERMINISTIC else None
     for row in latest.values():
         if row.get("judge_label") != label:
             continue
@@ -269,15 +266,15 @@ def _check_one_judge(latest: dict[str, dict], label: str, req: JudgeRequest) -> 
             raise JudgeError(f"verdict set {label!r} was judged in mode {row.get('mode')}, not {req.mode}: "
                              "pass another --label for a new verdict set")
         if row.get("judge_kind") == "llm" and judge and row.get("judge") != judge:
-            raise JudgeError(f"verdict set {label!r} was judged by {row.get('judge')}; --judge {judge} would mix "
+            raise JudgeError(f"verdict set {label!r} was judged by {row.get('judge')}; --judge-model {judge} would mix "
                              "two judges in one set: pass another --label for a new verdict set")
 
 
 def run_judging(req: JudgeRequest, progress=None) -> dict:
     if req.mode not in MODES:
         raise JudgeError(f"mode {req.mode!r}: expected one of {', '.join(MODES)}")
-    if req.mode != "deterministic" and not req.judge_model:
-        raise JudgeError(f"mode {req.mode!r} needs --judge MODEL (a litellm model string)")
+    if req.mode != Mode.DETERMINISTIC and not req.judge_model:
+        raise JudgeError(f"mode {req.mode!r} needs --judge-model MODEL (a litellm model string)")
     folder = run_dir(req.run)
     try:
         episodes = read_table(folder)
@@ -325,7 +322,7 @@ def run_judging(req: JudgeRequest, progress=None) -> dict:
                     question=task.question, passage=task.passage, expected=task.expected,
                     must_identify=task.must_identify, correct_conclusion=task.correct_conclusion,
                     response=response))
-            elif req.mode == "deterministic" and QueryType(ep["query_type"]) not in DETERMINISTIC_TYPES:
+            elif req.mode == Mode.DETERMINISTIC and QueryType(ep["query_type"]) not in DETERMINISTIC_TYPES:
                 verdict = Verdict.unscored("none", "free-form answers need an LLM judge (mode deterministic)")
             else:
                 verdict = extracted[vid]

@@ -7,6 +7,25 @@ The extractor marks the unscored verdicts it could not decide as ``uncertain``: 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Mode(str, Enum):
+    """How a verdict set is judged: the extractor, with the LLM judge for what it cannot decide
+    (``det-mixed``); the LLM judge only (``llm-only``); the extractor only (``deterministic``).
+    A ``str``: it compares equal to, and is stored as, its value."""
+
+    DET_MIXED = "det-mixed"
+    LLM_ONLY = "llm-only"
+    DETERMINISTIC = "deterministic"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+MODES = tuple(m.value for m in Mode)
 
 
 @dataclass(frozen=True)

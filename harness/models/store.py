@@ -24,6 +24,8 @@ from harness.models.smollm2 import build_smollm2
 from harness.models.tiny import build_tiny_qwen3
 from harness.paths import models_dir
 
+# huggingface_hub is imported for a hub download only: a local model never needs it.
+
 log = logging.getLogger(__name__)
 
 MARKER = "skillsweep-model.json"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from harness.models.chat_template import CHATML_TEMPLATE
 
+# torch, tokenizers and transformers are imported by the builder: seconds, which a prepared model never needs.
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 # Tokenizer training text: enough English and bench vocabulary for sensible merges.

@@ -27,12 +27,15 @@ import polars as pl
 from harness.authoring.templates import load_prompt
 from harness.client import Sampling
 from harness.generate import Cell, Target, cell_id, generate_vllm
-from harness.judging.verdict import Verdict
+from harness.generation_job import GenerateRequest, _serve, _targets_local, _targets_on_url
+from harness.judging.job import JudgeRequest, JudgeStats, LLMJudge
+from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, judge_messages
+from harness.judging.verdict import Mode, Verdict
 from harness.probes.battery import Battery, Probe, ProbeKind, load_battery
 from harness.probes.rules import RULES_VERSION, factual_hit, format_locked, phantom_skill_block
 from harness.prompts import RenderedPrompt
 from harness.provenance import git_commit, package_versions
-from harness.runstore import RunStore, run_dir
+from harness.runstore import RunStore, run_dir, update_manifest
 from harness.stats.paired import mcnemar
 
 PROBE_PROMPT_VERSION = "probe-v1"
@@ -89,8 +92,6 @@ def rule_scores(ep: dict, probe: Probe) -> list[dict]:
 
 def _judge_messages(probe: Probe, response: str) -> tuple[str, list[dict], str]:
     """(column, messages, prompt version) for a probe the LLM judge scores."""
-    from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, judge_messages
-
     if probe.kind == ProbeKind.TRICK:
         rubric = load_prompt(RUBRIC, RUBRICS_DIR)
         return "confabulated", rubric.messages(prompt=probe.prompt, false_premise=probe.false_premise,
@@ -114,8 +115,6 @@ def _judged_row(ep: dict, probe: Probe, column: str, version: str, label: str, v
 
 def score(folder: Path, episodes: pl.DataFrame, battery: Battery, req: ProbeRequest) -> pl.DataFrame:
     """Every column for every response; finished scores are kept, unscored LLM ones retried."""
-    from harness.judging.job import JudgeRequest, JudgeStats, LLMJudge
-
     probes = {p.uid: p for p in battery.probes}
     label = req.judge_label or (req.judge_model.split("/")[-1] if req.judge_model else "no-judge")
     with RunStore(folder, "probe_scores", "score_id", keep="last") as store, \
@@ -135,7 +134,7 @@ def score(folder: Path, episodes: pl.DataFrame, battery: Battery, req: ProbeRequ
                 if prior is None or prior["value"] is None:
                     todo.append((ep, probe, column, messages, version))
         if todo and req.judge_model:
-            judge = LLMJudge(JudgeRequest(run=str(folder), mode="llm-only", judge_model=req.judge_model,
+            judge = LLMJudge(JudgeRequest(run=str(folder), mode=Mode.LLM_ONLY, judge_model=req.judge_model,
                                           api_base=req.judge_api_base, concurrency=req.concurrency),
                              JudgeStats(), calls)
 
@@ -190,8 +189,6 @@ def paired_table(scores: pl.DataFrame, targets: list[Target]) -> pl.DataFrame:
 
 
 def _targets(req: ProbeRequest, stack: ExitStack, cells_done) -> tuple[list[Target], dict]:
-    from harness.generation_job import GenerateRequest, _serve, _targets_local, _targets_on_url
-
     if req.targets:
         return [replace(t, sampling=req.sampling) for t in req.targets], {}
     if not req.model:
@@ -231,7 +228,6 @@ def run_probe_battery(req: ProbeRequest, progress=None) -> dict:
     table.write_parquet(folder / "probe_table.parquet")
     rubric = load_prompt(RUBRIC, RUBRICS_DIR)
     missing = sorted(planned - set(episodes["cell_id"].to_list() if len(episodes) else []))
-    from harness.runstore import update_manifest
 
     update_manifest(folder, git_commit=git_commit(), packages=package_versions(),
                     probes={"battery": {"name": battery.name, "spec": str(req.battery), "hash": battery.content_hash(),

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import polars as pl
 
+from harness.naming import seed_group
 from harness.pairing import assert_matched_path
 from harness.runstore import TableMissing, read_manifest, read_table, run_dir
 from harness.stats.across import cross_model, sft_decomposition
 from harness.stats.paired import N_BOOT, bonferroni, holm, model_stats, paired_outcomes
 from harness.stats.per_skill import cluster_summary, per_skill, spearman_delta_vs_baseline
-from harness.stats.seeds import group_of, seed_summary
+from harness.stats.seeds import seed_summary
 
 
 def load_verdicts(run: str | Path) -> pl.DataFrame:
@@ -29,7 +30,7 @@ def choose_judge(verdicts: pl.DataFrame, judge: str | None) -> str:
     labels = sorted(verdicts["judge_label"].unique().to_list())
     if judge is None:
         if len(labels) != 1:
-            raise ValueError(f"the run has several verdict sets ({', '.join(labels)}): pass --judge")
+            raise ValueError(f"the run has several verdict sets ({', '.join(labels)}): pass --judge-label")
         return labels[0]
     if judge not in labels:
         raise ValueError(f"no verdict set {judge!r} (have: {', '.join(labels)})")
@@ -93,7 +94,7 @@ def compute(verdicts: pl.DataFrame, judge: str, *, meta: dict | None = None, all
         }
     groups: dict[str, dict] = {}
     for label in labels:
-        groups.setdefault(group_of(label), {})[label] = paired[label]
+        groups.setdefault(seed_group(label), {})[label] = paired[label]
     seeds = {g: seed_summary(members, n_boot, seed) for g, members in groups.items() if len(members) > 1}
     return {"judge": judge, "bootstrap": {"resamples": n_boot, "seed": seed}, "models": models,
             "decomposition": decomposition, "trajectory": trajectory,

@@ -11,10 +11,6 @@ import numpy as np
 from harness.stats.paired import N_BOOT, Paired, bootstrap_indices, mcnemar, percentile_ci
 
 
-def group_of(label: str) -> str:
-    return label.split("@", 1)[0]
-
-
 def seed_summary(members: dict[str, Paired], n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """Mean and spread of Δ over seeds, McNemar on the cells pooled over seeds, and a task
     bootstrap CI of the mean Δ (one resample of the shared tasks applied to every seed)."""

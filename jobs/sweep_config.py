@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from harness.bench import Bench, BenchError, load_bench
 from harness.errors import SkillsweepError
+from harness.judging.verdict import Mode
+from harness.models import ModelNotFound, check_reference
+from harness.naming import adapter_alias, target_label
+from harness.probes.battery import load_battery
+from harness.prompts import condition_names
 from harness.yaml_models import Seeds, beside, load_yaml_model
-
-if TYPE_CHECKING:
-    from harness.bench import Bench
+from train.recipe import RecipeError, load_recipe
 
 
 class _Strict(BaseModel):
@@ -59,7 +63,7 @@ class ModelSpec(_Strict):
 
 class JudgeSpec(_Strict):
     label: str
-    mode: Literal["det-mixed", "llm-only", "deterministic"]
+    mode: Mode
     model: str | None = None  # litellm model string
     serve: str | None = None  # or a model reference the sweep serves itself as the judge
     api_base: str | None = None
@@ -67,7 +71,7 @@ class JudgeSpec(_Strict):
 
     @model_validator(mode="after")
     def _needs_model(self):
-        if self.mode != "deterministic" and not (self.model or self.serve):
+        if self.mode != Mode.DETERMINISTIC and not (self.model or self.serve):
             raise ValueError(f"judge {self.label!r} in mode {self.mode} needs 'model' or 'serve'")
         return self
 
@@ -132,7 +136,7 @@ class SweepConfig(_Strict):
             raise ValueError(f"corpus.judge {self.corpus.judge!r} is not a judge label ({judges})")
         if self.probes and self.probes.judge:
             judge = next((j for j in self.judges if j.label == self.probes.judge), None)
-            if judge is None or judge.mode == "deterministic":
+            if judge is None or judge.mode == Mode.DETERMINISTIC:
                 raise ValueError(f"probes.judge {self.probes.judge!r} is not an LLM judge label of this sweep "
                                  f"({[j.label for j in self.judges if j.mode != 'deterministic']})")
         return self
@@ -144,8 +148,6 @@ class ConfigError(SkillsweepError, ValueError):
 
 def _model_ref(path: Path, ref: str) -> str:
     """A model reference as written, or a checkpoint folder beside the config; checked offline."""
-    from harness.models import check_reference
-
     if not ref.startswith("local:") and Path(beside(path, ref)).exists():
         ref = beside(path, ref)
     check_reference(ref)
@@ -156,11 +158,6 @@ def load_config(path: str | Path) -> SweepConfig:
     """A sweep config, checked as far as can be without a GPU or a network: conditions,
     recipes, model references, the bench and its split, and that the plan has cells. Paths in
     it are resolved relative to the file."""
-    from harness.bench import BenchError, load_bench
-    from harness.models import ModelNotFound
-    from harness.prompts import condition_names
-    from train.recipe import RecipeError, load_recipe
-
     path = Path(path)
     config = load_yaml_model(path, SweepConfig, ConfigError, "config")
 
@@ -174,8 +171,6 @@ def load_config(path: str | Path) -> SweepConfig:
     if config.bench != "builtin":
         config.bench = beside(path, config.bench)
     if config.probes:
-        from harness.probes.battery import load_battery
-
         at("probes.battery", load_battery, config.probes.battery)
     for i, model in enumerate(config.models):
         for j, adapter in enumerate(model.adapters):
@@ -246,9 +241,6 @@ class Plan:
 
 
 def make_plan(config: SweepConfig, bench: Bench | None = None) -> Plan:
-    from harness.bench import load_bench
-    from train.recipe import load_recipe
-
     tasks = len((bench or load_bench(config.bench)).split(config.split))
     trainings, targets = [], []
     for model in config.models:
@@ -260,7 +252,7 @@ def make_plan(config: SweepConfig, bench: Bench | None = None) -> Plan:
         for adapter in model.adapters:
             recipe = load_recipe(adapter.recipe)
             for seed in adapter.seeds or recipe.seeds:
-                label = f"{model.label}+{recipe.name}@s{seed}"
+                label = target_label(model.label, adapter_alias(recipe.name, seed))
                 training = Training(model.label, model.base, adapter.recipe, recipe.name, seed, label,
                                     adapter.generation or model.generation)
                 trainings.append(training)

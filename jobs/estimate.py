@@ -26,15 +26,16 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from harness.bench import load_bench
+from harness.bench.model import Bench
 from harness.errors import SkillsweepError
+from harness.prompts import render
+from jobs.sweep_config import Plan
 from serve.sim_model import GPUS, EngineParams, TrainingModel, decode_rate, engine_params, expected_output_tokens, \
     parse_size, prompt_tokens
-
-if TYPE_CHECKING:
-    from harness.bench.model import Bench
-    from harness.sweep_config import Plan
+from train.recipe import load_recipe
 
 Policy = Literal["pool", "one-per-base"]
 # A judge reads the rubric and the reply besides the task's prompt (an estimate).
@@ -105,8 +106,6 @@ class Workload:
 
 def mean_prompt_tokens(bench: Bench, split: str, conditions: list[str]) -> float:
     """The average prompt of the plan's cells, counted by the engine's rule."""
-    from harness.prompts import render
-
     counts = [prompt_tokens(list(render(bench, task, c).messages)) for task in bench.split(split) for c in conditions]
     return sum(counts) / max(1, len(counts))
 
@@ -121,8 +120,6 @@ def _size(model, gpu: str) -> EngineParams:
 
 def workload(plan: Plan, gpu: str, prompt: float, training: TrainingModel = TrainingModel()) -> Workload:
     """The plan's GPU work: servers, trainings, and the requests of every target and served judge."""
-    from train.recipe import load_recipe
-
     config = plan.config
     models = {m.label: m for m in config.models}
     servers = {m.label: _size(m, gpu) for m in plan.servers}
@@ -365,8 +362,6 @@ class Estimate:
 
 def estimate(plan: Plan, cluster: Cluster, training: TrainingModel = TrainingModel(),
              bench: Bench | None = None) -> Estimate:
-    from harness.bench import load_bench
-
     bench = bench or load_bench(plan.config.bench)
     work = workload(plan, cluster.gpu, mean_prompt_tokens(bench, plan.config.split, plan.config.conditions), training)
     pool = simulate(work, cluster.gpus, "pool")
