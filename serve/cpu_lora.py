@@ -12,12 +12,15 @@ server, engine core, workers); ``register`` is idempotent and does nothing off C
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 
 ENV = "SKILLSWEEP_CPU_LORA"
 _PATCHED = "_skillsweep_grouped"
+# Under vLLM's logger tree, so the line lands in the server log beside vLLM's own.
+log = logging.getLogger("vllm.skillsweep.cpu_lora")
 
 
 def grouped_lora_matmul(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
@@ -88,6 +91,7 @@ def register() -> None:
     from vllm.lora.ops.torch_ops import lora_ops
     from vllm.lora.punica_wrapper import punica_cpu
 
+    swapped = []
     for name in ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice"):
         current = getattr(lora_ops, name)
         if hasattr(current, _PATCHED):
@@ -96,3 +100,7 @@ def register() -> None:
         # The sgmv_* functions call these through lora_ops' globals; punica_cpu imported them by name.
         setattr(lora_ops, name, fast)
         setattr(punica_cpu, name, fast)
+        swapped.append(name)
+    if swapped:
+        log.info("skillsweep: grouped CPU LoRA ops in place of vLLM's (%s; %s=0 turns this off)",
+                 ", ".join(swapped), ENV)
