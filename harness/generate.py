@@ -28,6 +28,7 @@ from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker, stderr_line
 from harness.prompts import PROMPT_VERSION, RenderedPrompt, render
 from harness.provenance import versions_string
 from harness.runstore import RunStore
+from harness.schema import EPISODE_TYPES, row
 from serve.engine_watch import EngineLost, EngineWatch, Health, WatchPolicy, afetch_metrics, next_limit
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def split_think(text: str) -> tuple[str | None, str]:
 def episode_row(run: str, cell: Cell, completion: Completion, started_at: float) -> dict:
     t, p = cell.target, cell.prompt
     think, final = split_think(completion.text)
-    return {
+    return row(EPISODE_TYPES, {
         "cell_id": cell.id,
         "run": run,
         "model_label": t.label,
@@ -129,7 +130,7 @@ def episode_row(run: str, cell: Cell, completion: Completion, started_at: float)
         "started_at": started_at,
         "finished_at": time.time(),
         "versions": versions_string(),
-    }
+    })
 
 
 @dataclass

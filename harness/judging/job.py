@@ -35,15 +35,11 @@ from harness.libenv import quiet_litellm
 from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker
 from serve.engine_watch import EngineWatch, next_limit
 from harness.runstore import RunStore, TableMissing, read_manifest, read_table, run_dir
+from harness.schema import CELL_COLUMNS, VERDICT_TYPES, row
 
 
 class JudgeError(SkillsweepError, ValueError):
     """A judge request that cannot be carried out as asked."""
-
-
-# Copied from the episode so that statistics over verdicts can check the generation path.
-_EPISODE_COLUMNS = ("cell_id", "run", "model_label", "base_model", "adapter_hash", "backend", "dtype", "task_uid", "skill",
-                    "query_type", "condition", "temperature", "max_tokens", "repetition_penalty")
 
 
 @dataclass
@@ -231,8 +227,8 @@ def _escalates(req: JudgeRequest, extracted: Verdict | None) -> bool:
 
 def _verdict_row(episode: dict, vid: str, req: JudgeRequest, label: str, verdict: Verdict, usage: dict,
                  llm: bool, escalated: Verdict | None = None) -> dict:
-    return {
-        "verdict_id": vid, **{c: episode.get(c) for c in _EPISODE_COLUMNS},
+    return row(VERDICT_TYPES, {
+        "verdict_id": vid, **{c: episode.get(c) for c in CELL_COLUMNS},
         "judge_label": label, "mode": str(req.mode), "judge_kind": "llm" if llm else "deterministic",
         "judge": req.judge_model if llm else "extractor",
         "prompt_version": JUDGE_PROMPT_VERSION if llm else EXTRACTOR_VERSION,
@@ -245,7 +241,7 @@ def _verdict_row(episode: dict, vid: str, req: JudgeRequest, label: str, verdict
         "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
         "cost_usd": usage.get("cost_usd"), "latency_s": round(usage.get("latency_s", 0.0), 4),
         "attempts": usage.get("attempts", 0), "judged_at": time.time(),
-    }
+    })
 
 
 def default_label(req: JudgeRequest) -> str:
