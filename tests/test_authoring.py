@@ -19,7 +19,7 @@ from harness.bench import load_bench
 from harness.bench.model import BenchError, QueryType
 from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
-from harness.judging.fanout import RetryPolicy
+from harness.retry import RetryPolicy
 
 from fault_server import FaultServer
 

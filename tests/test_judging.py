@@ -9,7 +9,7 @@ from harness.bench import load_bench
 from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
 from harness.judging.extract import EXTRACTOR_VERSION
-from harness.judging.fanout import RetryPolicy
+from harness.retry import RetryPolicy
 from harness.judging.job import JudgeRequest, run_judging
 from harness.judging.llm_judge import JUDGE_PROMPT_VERSION
 from harness.prompts import render

@@ -17,7 +17,7 @@ import polars as pl
 from harness.bench import load_bench
 from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
-from harness.judging.fanout import RetryPolicy
+from harness.retry import RetryPolicy
 from harness.judging.job import JudgeRequest, run_judging
 from harness.judging.verdict import Mode
 from harness.prompts import PROMPT_VERSION, SOLVER_PROMPT, render

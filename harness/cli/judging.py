@@ -36,7 +36,7 @@ def judge(
     """Judge a run's episodes into verdicts.parquet; verdicts already made are skipped.
 
     `rejudge` is the same command: a new --judge-model and --label add a verdict set beside the old."""
-    from harness.judging.fanout import RetryPolicy
+    from harness.retry import RetryPolicy
     from harness.judging.job import JudgeRequest, run_judging
 
     judge_model = deprecated(judge_old, judge_model, "--judge", "--judge-model")

@@ -28,7 +28,7 @@ from harness.bench.model import QueryType
 from harness.client import NO_TIMEOUT_S, is_local_engine
 from harness.errors import SkillsweepError
 from harness.judging.extract import DETERMINISTIC_TYPES, EXTRACTOR_VERSION, judge_deterministic, question_options
-from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
+from harness.retry import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
 from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, VERDICT_SCHEMA, UnparseableReply, judge_messages, parse_reply
 from harness.judging.verdict import MODES, Mode, Verdict
 from harness.libenv import quiet_litellm
