@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from harness.bench import load_bench
+from harness.bench import bench_spec, load_bench
 from harness.client import Sampling
 from harness.generate import Backend, Progress, Reconnect, Target, generate_hf, generate_vllm, plan
 from harness.models import resolve, short_name
@@ -92,10 +92,6 @@ def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: Exit
     return [replace(t, url=serving.api_base) for t in targets], {"server": spec.engine_args(), "preflight": preflight}
 
 
-def _bench_spec(spec: str) -> str:
-    return spec if spec == "builtin" else str(Path(spec).expanduser().resolve())
-
-
 def run_generation(req: GenerateRequest, progress: Progress | None = None,
                    reconnect: Reconnect | None = None) -> dict:
     bench = load_bench(req.bench)
@@ -132,7 +128,7 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None,
         present = set(table.get_column("cell_id").to_list()) if len(table) else set()
         manifest = store.update_manifest(
             git_commit=git_commit(), packages=package_versions(), prompt_version=PROMPT_VERSION,
-            bench={"name": bench.name, "spec": _bench_spec(req.bench), "hash": bench.content_hash(),
+            bench={"name": bench.name, "spec": bench_spec(req.bench), "hash": bench.content_hash(),
                    "split": req.split},
             conditions=conditions,
             targets={t.label: {k: v for k, v in asdict(t).items() if k != "url"} for t in targets},

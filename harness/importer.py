@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+from harness.bench import bench_spec
 from harness.errors import SkillsweepError
 from harness.judging.job import verdict_id
 from harness.runstore import RunStore, read_manifest, run_dir
@@ -113,7 +114,7 @@ def import_skillmix(episodes_json: Path, out: str | Path, *, model_label: str, j
             | models.get(model_label, {})
         bench = {}
         if tasks_json and (Path(tasks_json).parent / "skills.json").is_file():
-            bench = {"bench": {"spec": str(Path(tasks_json).parent.resolve()), "name": "skillmix"}}
+            bench = {"bench": {"spec": bench_spec(Path(tasks_json).parent), "name": "skillmix"}}
         sources = manifest.get("imported_from", []) + [{"file": str(episodes_json), "model_label": model_label,
                                                        "judge_label": judge_label, "mode": mode}]
         store.update_manifest(models=models, imported_from=sources, **bench)

@@ -32,6 +32,7 @@ from pathlib import Path
 import polars as pl
 import ray
 
+from harness.bench import bench_spec
 from harness.client import Sampling
 from harness.generate import Target
 from harness.generation_job import GenerateRequest, run_generation
@@ -211,7 +212,7 @@ class Sweep:
         if self.folder.exists() and any(self.folder.iterdir()) and not resume:
             raise SweepRefused(f"{self.folder} exists: pass --resume to continue it, or --run NAME for a new run")
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.bench = self.config.bench if self.config.bench == "builtin" else str(Path(self.config.bench).resolve())
+        self.bench = bench_spec(self.config.bench)
         self.models = {m.label: m for m in self.config.models}
         self.servers: dict[str, ray.actor.ActorHandle] = {}
         self.resources: ResourceModel | None = None
