@@ -85,7 +85,7 @@ def test_author_three_skills_with_a_local_teacher_then_generate_on_it(server, tm
                                             bench=str(out), split="eval", conditions=["baseline", "curated"],
                                             sampling=Sampling(max_tokens=8)))
     episodes = pl.read_parquet(tmp_path / "gen" / "episodes.parquet")
-    assert result["missing"] == 0 and len(episodes) == 2 * len(bench.split("eval"))
+    assert result.missing == 0 and len(episodes) == 2 * len(bench.split("eval"))
     assert set(episodes["task_uid"]) == {t.uid for t in bench.split("eval")}
 
 

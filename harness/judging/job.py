@@ -86,15 +86,46 @@ class JudgeStats:
         """Judge calls that ended without a reply (retries exhausted, or a fatal error)."""
         return sum(self.fanout.exhausted.values()) + self.fanout.fatal
 
+    @property
+    def calls(self) -> int:
+        return self.fanout.calls
+
+    @property
+    def retries(self) -> dict[str, int]:
+        return dict(self.fanout.retries)
+
+    @property
+    def exhausted(self) -> dict[str, int]:
+        return dict(self.fanout.exhausted)
+
     def as_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("fanout", "unscored_reasons")}
         d["unscored_reasons"] = dict(self.unscored_reasons)
-        d["calls"] = self.fanout.calls
-        d["retries"] = dict(self.fanout.retries)
-        d["exhausted"] = dict(self.fanout.exhausted)
-        d["fatal"] = self.fanout.fatal
-        d["give_ups"] = self.give_ups
-        return d
+        return d | {"calls": self.calls, "retries": self.retries, "exhausted": self.exhausted,
+                    "fatal": self.fanout.fatal, "give_ups": self.give_ups}
+
+
+@dataclass
+class JudgingSummary:
+    """What ``run_judging`` did for one verdict set; with ``error``, why it could not."""
+
+    run_dir: str
+    label: str | None
+    mode: str = ""
+    stats: JudgeStats = field(default_factory=JudgeStats)
+    verdicts: int = 0  # in the set, after this pass
+    unscored_total: int = 0
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def as_dict(self) -> dict:
+        """As ``skillsweep judge`` prints it."""
+        d = {"run_dir": self.run_dir, "label": self.label, "mode": self.mode, "stats": self.stats.as_dict(),
+             "verdicts": self.verdicts, "unscored_total": self.unscored_total}
+        return d | ({"error": self.error} if self.failed else {})
 
 
 def verdict_id(cell_id: str, label: str, mode: str) -> str:
@@ -266,7 +297,7 @@ def _check_one_judge(latest: dict[str, dict], label: str, req: JudgeRequest) -> 
                              "two judges in one set: pass another --label for a new verdict set")
 
 
-def run_judging(req: JudgeRequest, progress=None) -> dict:
+def run_judging(req: JudgeRequest, progress=None) -> JudgingSummary:
     if req.mode not in MODES:
         raise JudgeError(f"mode {req.mode!r}: expected one of {', '.join(MODES)}")
     if req.mode != Mode.DETERMINISTIC and not req.judge_model:
@@ -349,5 +380,5 @@ def run_judging(req: JudgeRequest, progress=None) -> dict:
         if calls.rows():
             calls.write_table()
     mine = table.filter(pl.col("judge_label") == label) if len(table) else table
-    return {"run_dir": str(folder), "label": label, "mode": req.mode, "stats": stats.as_dict(),
-            "verdicts": len(mine), "unscored_total": int(mine["passed"].null_count()) if len(mine) else 0}
+    return JudgingSummary(str(folder), label, req.mode, stats, verdicts=len(mine),
+                          unscored_total=int(mine["passed"].null_count()) if len(mine) else 0)
