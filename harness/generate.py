@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -23,11 +22,12 @@ import httpx
 from harness.bench.model import Bench
 from harness.client import API_TIMEOUT_S, Completion, Sampling, achat
 from harness.hf_backend import HFGenerator
-from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries, classify
+from harness.retry import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries, classify, failure_kind
 from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker, stderr_line
 from harness.prompts import PROMPT_VERSION, RenderedPrompt, render
 from harness.provenance import versions_string
 from harness.runstore import RunStore
+from harness.schema import EPISODE_TYPES, row
 from serve.engine_watch import EngineLost, EngineWatch, Health, WatchPolicy, afetch_metrics, next_limit
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def split_think(text: str) -> tuple[str | None, str]:
 def episode_row(run: str, cell: Cell, completion: Completion, started_at: float) -> dict:
     t, p = cell.target, cell.prompt
     think, final = split_think(completion.text)
-    return {
+    return row(EPISODE_TYPES, {
         "cell_id": cell.id,
         "run": run,
         "model_label": t.label,
@@ -129,7 +129,7 @@ def episode_row(run: str, cell: Cell, completion: Completion, started_at: float)
         "started_at": started_at,
         "finished_at": time.time(),
         "versions": versions_string(),
-    }
+    })
 
 
 @dataclass
@@ -166,20 +166,6 @@ Progress = Callable[[GenerationStats], None]
 Reconnect = Callable[[str, Health], Awaitable["tuple[str, bool] | None"]]
 
 
-def _failure_kind(exc: BaseException) -> str:
-    """'client' (fails the same way again), 'transient' (retry), or raise: a programming error
-    must surface, not be recorded as a failed cell."""
-    if classify(exc) is not None:
-        return "transient"
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int) and 400 <= status < 500:
-        return "client"
-    module = type(exc).__module__.split(".")[0]
-    if module in ("litellm", "openai", "httpx", "httpcore", "aiohttp"):
-        return "transient"
-    raise exc
-
-
 async def wait_healthy(url: str, wait_s: float = 120.0, poll_s: float = 2.0) -> tuple[str, bool] | None:
     """The default reconnect: the same address, once it answers again within ``wait_s``."""
     deadline = time.monotonic() + wait_s
@@ -208,8 +194,8 @@ def _fail(stats: GenerationStats, cell: Cell, reason: str) -> None:
 MAX_CONNECTION_RETRIES = 20
 
 
-def _backoff(attempt: int) -> float:
-    return min(10.0, 0.5 * 2 ** attempt) * (0.5 + random.random())
+# Backoff for retries on a local engine (its watch, not a timeout, decides when it is gone).
+ENGINE_RETRY = RetryPolicy(timeout_s=None, max_delay_s=10.0)
 
 
 async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, stats: GenerationStats, *,
@@ -246,19 +232,19 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                     elif isinstance(exc, EngineLost):
                         queue.appendleft(cell)
                         stats.requeued += 1
-                    elif _failure_kind(exc) == "client":
+                    elif failure_kind(exc) == "client":
                         stats.client_failed += 1
                         _fail(stats, cell, str(exc)[:300])
                     elif classify(exc) == "connection" and \
                             connection_errors.setdefault(cell.id, 0) < MAX_CONNECTION_RETRIES:
                         connection_errors[cell.id] += 1
                         stats.retried += 1
-                        delayed.append((time.monotonic() + _backoff(0), cell))
+                        delayed.append((time.monotonic() + ENGINE_RETRY.delay(0), cell))
                     elif attempts.setdefault(cell.id, 0) < retries:
                         # The engine is alive (the watch says so); a 5xx is retried after a backoff.
                         attempts[cell.id] += 1
                         stats.retried += 1
-                        delayed.append((time.monotonic() + _backoff(attempts[cell.id]), cell))
+                        delayed.append((time.monotonic() + ENGINE_RETRY.delay(attempts[cell.id]), cell))
                     else:
                         _fail(stats, cell, f"gave up after {retries + 1} attempts: {str(exc)[:300]}")
             for future, (cell, started) in in_flight.items():

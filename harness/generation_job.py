@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from harness.bench import load_bench
+from harness.bench import bench_spec, load_bench
 from harness.client import Sampling
-from harness.generate import Backend, Progress, Reconnect, Target, generate_hf, generate_vllm, plan
+from harness.generate import Backend, GenerationStats, Progress, Reconnect, Target, generate_hf, generate_vllm, plan
 from harness.models import resolve, short_name
 from harness.naming import target_label
 from harness.progress import DEFAULT_EVERY_S
@@ -41,6 +41,30 @@ class GenerateRequest:
     label: str | None = None  # the target's label for an 'api' model (default: the model string)
     cpu_bind: str | None = None  # cores for a server this job starts (VLLM_CPU_OMP_THREADS_BIND)
     progress_every_s: float = DEFAULT_EVERY_S
+
+
+@dataclass
+class GenerationSummary:
+    """What ``run_generation`` did; with ``error``, why its task failed before anything was known
+    of its cells (the sweep records that rather than a count)."""
+
+    run_dir: str
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    cells: int = 0
+    missing: int = 0  # planned cells with no episode
+    rows: int = 0
+    regenerated: int = 0
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def as_dict(self) -> dict:
+        """As ``skillsweep generate`` prints it."""
+        d = {"run_dir": self.run_dir, "stats": self.stats.as_dict(), "cells": self.cells, "missing": self.missing,
+             "rows": self.rows, "regenerated": self.regenerated}
+        return d | ({"error": self.error} if self.failed else {})
 
 
 def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
@@ -92,12 +116,8 @@ def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: Exit
     return [replace(t, url=serving.api_base) for t in targets], {"server": spec.engine_args(), "preflight": preflight}
 
 
-def _bench_spec(spec: str) -> str:
-    return spec if spec == "builtin" else str(Path(spec).expanduser().resolve())
-
-
 def run_generation(req: GenerateRequest, progress: Progress | None = None,
-                   reconnect: Reconnect | None = None) -> dict:
+                   reconnect: Reconnect | None = None) -> GenerationSummary:
     bench = load_bench(req.bench)
     bench.split(req.split)  # an unknown or empty split fails here, before anything starts
     conditions = condition_names(req.conditions)
@@ -132,12 +152,12 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None,
         present = set(table.get_column("cell_id").to_list()) if len(table) else set()
         manifest = store.update_manifest(
             git_commit=git_commit(), packages=package_versions(), prompt_version=PROMPT_VERSION,
-            bench={"name": bench.name, "spec": _bench_spec(req.bench), "hash": bench.content_hash(),
+            bench={"name": bench.name, "spec": bench_spec(req.bench), "hash": bench.content_hash(),
                    "split": req.split},
             conditions=conditions,
             targets={t.label: {k: v for k, v in asdict(t).items() if k != "url"} for t in targets},
             last_generation=stats.as_dict(), missing_cells=sorted(planned - present),
             **({"engine": engine} if engine else {}),
         )
-    return {"run_dir": str(folder), "stats": stats.as_dict(), "cells": len(cells),
-            "missing": len(manifest["missing_cells"]), "rows": len(table), "regenerated": regenerated}
+    return GenerationSummary(str(folder), stats, cells=len(cells), missing=len(manifest["missing_cells"]),
+                             rows=len(table), regenerated=regenerated)

@@ -14,9 +14,11 @@ import json
 import time
 from pathlib import Path
 
+from harness.bench import bench_spec
 from harness.errors import SkillsweepError
 from harness.judging.job import verdict_id
 from harness.runstore import RunStore, read_manifest, run_dir
+from harness.schema import CELL_COLUMNS, EPISODE_TYPES, VERDICT_TYPES, row
 
 REQUIRED = ("task_uid", "condition", "passed")
 
@@ -77,7 +79,8 @@ def import_skillmix(episodes_json: Path, out: str | Path, *, model_label: str, j
         cell = hashlib.sha256(json.dumps(["skillmix", model_label, r["task_uid"], r["condition"]]).encode()
                               ).hexdigest()[:32]
         is_post = stage == "post" if stage else adapter is not None
-        episode = {
+        # The log holds less than a generated episode: the rest of the schema's columns are null.
+        episode = row(EPISODE_TYPES, {
             "cell_id": cell, "run": folder.name, "model_label": model_label, "base_model": base or model_base or None,
             "adapter_name": adapter, "adapter_hash": f"imported:{adapter or model_label}" if is_post else None,
             "backend": "imported", "task_uid": r["task_uid"],
@@ -86,20 +89,17 @@ def import_skillmix(episodes_json: Path, out: str | Path, *, model_label: str, j
             "temperature": None, "max_tokens": None, "repetition_penalty": None,
             "response": r.get("response") or "", "final": r.get("response") or "",
             "completion_tokens": r.get("tokens"), "latency_s": r.get("elapsed_s"),
-        }
+        }, partial=True)
         passed = r["passed"]
-        verdicts.append({
-            "verdict_id": verdict_id(cell, judge_label, mode),
-            **{k: episode[k] for k in ("cell_id", "run", "model_label", "base_model", "adapter_hash", "backend",
-                                       "task_uid", "skill", "query_type", "condition", "temperature",
-                                       "max_tokens", "repetition_penalty")},
+        verdicts.append(row(VERDICT_TYPES, {
+            "verdict_id": verdict_id(cell, judge_label, mode), **{k: episode[k] for k in CELL_COLUMNS},
             "judge_label": judge_label, "mode": mode, "judge_kind": "imported", "judge": judge_label,
             "prompt_version": "skillmix", "passed": None if passed is None else bool(passed),
             "score": r.get("score"), "unscored_reason": "no verdict in the imported log" if passed is None else None,
             "rule": None, "extracted": None, "rationale": r.get("judge_rationale"), "criteria_met": "[]",
             "prompt_tokens": None, "completion_tokens": None, "cost_usd": None, "latency_s": None,
             "attempts": 0, "judged_at": now,
-        })
+        }, partial=True))
         episodes.append(episode)
     with RunStore(folder) as store:
         done = store.done_ids()
@@ -114,7 +114,7 @@ def import_skillmix(episodes_json: Path, out: str | Path, *, model_label: str, j
             | models.get(model_label, {})
         bench = {}
         if tasks_json and (Path(tasks_json).parent / "skills.json").is_file():
-            bench = {"bench": {"spec": str(Path(tasks_json).parent.resolve()), "name": "skillmix"}}
+            bench = {"bench": {"spec": bench_spec(Path(tasks_json).parent), "name": "skillmix"}}
         sources = manifest.get("imported_from", []) + [{"file": str(episodes_json), "model_label": model_label,
                                                        "judge_label": judge_label, "mode": mode}]
         store.update_manifest(models=models, imported_from=sources, **bench)

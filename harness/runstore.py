@@ -18,8 +18,12 @@ from pathlib import Path
 import polars as pl
 
 from harness.errors import SkillsweepError
+from harness.schema import EPISODE_TYPES, VERDICT_TYPES, conform
 
 RESULTS_DIR = Path("results")
+
+# Tables with a schema (harness.schema): written with its column types.
+SCHEMAS = {"episodes": EPISODE_TYPES, "verdicts": VERDICT_TYPES}
 
 
 class RunInUse(SkillsweepError, RuntimeError):
@@ -126,8 +130,9 @@ class RunStore:
         rows = self.rows()
         if not rows:
             return pl.DataFrame()
-        return pl.DataFrame(rows, infer_schema_length=None).unique(subset=[self.key], keep=self.keep,
-                                                                   maintain_order=True)
+        frame = pl.DataFrame(rows, infer_schema_length=None).unique(subset=[self.key], keep=self.keep,
+                                                                    maintain_order=True)
+        return conform(frame, SCHEMAS.get(self.table, {}))
 
     def write_table(self) -> pl.DataFrame:
         df = self.frame()

@@ -71,11 +71,11 @@ def _harness(api_base: str, run: Path, args, sampling: Sampling) -> dict:
     summary = run_generation(GenerateRequest(run=str(run), model=SERVED, url=api_base, bench=args.bench,
                                              split=args.split, sampling=sampling, concurrency=args.concurrency,
                                              progress_every_s=0))
-    stats = summary["stats"]
-    return {"concurrency": args.concurrency, "output_tokens": stats["completion_tokens"],
-            "wall_s": round(stats["wall_s"], 2),
-            "output_tokens_per_s": round(stats["completion_tokens"] / stats["wall_s"], 2),
-            "requeued": stats["requeued"], "failed": stats["failed"]}
+    stats = summary.stats
+    return {"concurrency": args.concurrency, "output_tokens": stats.completion_tokens,
+            "wall_s": round(stats.wall_s, 2),
+            "output_tokens_per_s": round(stats.completion_tokens / stats.wall_s, 2),
+            "requeued": stats.requeued, "failed": stats.failed}
 
 
 _OFFLINE = """

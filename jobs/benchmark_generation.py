@@ -40,17 +40,17 @@ def write_benchmark(out: Path, result: dict) -> dict:
     return result
 
 
-def _path_figures(summary: dict, wall_total: float, dtype: str | None) -> dict:
-    stats = summary["stats"]
-    wall = stats["wall_s"]
+def _path_figures(summary, wall_total: float, dtype: str | None) -> dict:
+    stats = summary.stats
+    wall = stats.wall_s
     return {
         "dtype": dtype,
-        "episodes": stats["done"],
-        "output_tokens": stats["completion_tokens"],
+        "episodes": stats.done,
+        "output_tokens": stats.completion_tokens,
         "generation_wall_s": round(wall, 2),
         "total_wall_s": round(wall_total, 2),
-        "episodes_per_s": round(stats["done"] / wall, 4),
-        "output_tokens_per_s": round(stats["completion_tokens"] / wall, 2),
+        "episodes_per_s": round(stats.done / wall, 4),
+        "output_tokens_per_s": round(stats.completion_tokens / wall, 2),
     }
 
 

@@ -48,10 +48,10 @@ def main() -> None:
             summary = run_judging(JudgeRequest(run=run, mode="llm-only", judge_model="hosted_vllm/judge",
                                                api_base=server.api_base, label=name, concurrency=concurrency))
             wall = time.perf_counter() - started
-            stats = summary["stats"]
-            figures[name] = {"verdicts": stats["judged"], "unscored": stats["unscored"], "calls": stats["calls"],
+            stats = summary.stats
+            figures[name] = {"verdicts": stats.judged, "unscored": stats.unscored, "calls": stats.calls,
                              "concurrency": concurrency, "wall_s": round(wall, 2),
-                             "verdicts_per_s": round(stats["judged"] / wall, 3)}
+                             "verdicts_per_s": round(stats.judged / wall, 3)}
             print(f"{name}: {figures[name]}", flush=True)
     result = {
         "fanout": figures["fanout"],

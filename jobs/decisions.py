@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from harness.generation_job import GenerationSummary
+from harness.judging.job import JudgingSummary
+
 MAX_GENERATION_ATTEMPTS = 3
 MAX_JUDGE_ATTEMPTS = 2
 
@@ -18,50 +21,48 @@ MAX_JUDGE_ATTEMPTS = 2
 class Decision:
     action: Literal["next", "retry", "missing"]
     message: str
-    missing: int = 0
+    missing: int | None = 0  # cells (or verdicts) left out; None: not known (the generation task failed)
 
 
-def after_generation(summary: dict | None, error: str | None, attempt: int,
+def after_generation(summary: GenerationSummary, attempt: int,
                      max_attempts: int = MAX_GENERATION_ATTEMPTS) -> Decision:
     """After generation attempt ``attempt`` (1-based) of one target.
 
-    ``summary`` is run_generation's result (None when the task itself failed, with ``error``).
+    ``summary`` is run_generation's result, or one whose ``error`` says why the task itself failed.
     Finished cells are never sent again: a retry only covers the cells still missing. Cells
     refused by the engine (a 4xx: a prompt longer than the context) fail the same way every
     time, so they alone never cause a retry."""
-    if summary is None:
+    if summary.failed:
         if attempt < max_attempts:
-            return Decision("retry", f"generation task failed ({error}); retrying the unfinished cells "
+            return Decision("retry", f"generation task failed ({summary.error}); retrying the unfinished cells "
                                      f"(attempt {attempt + 1} of {max_attempts})")
-        return Decision("missing", f"generation task failed {attempt} times; last: {error}", -1)
-    missing = int(summary.get("missing") or 0)
+        return Decision("missing", f"generation task failed {attempt} times; last: {summary.error}", None)
+    missing = summary.missing
     if not missing:
-        return Decision("next", f"generation done ({summary.get('rows', 0)} episodes)")
-    stats = summary.get("stats") or {}
-    refused = int(stats.get("client_failed") or 0)
-    if missing > refused and attempt < max_attempts:
-        return Decision("retry", f"{missing} cells missing ({_first_error(stats)}); retrying them "
+        return Decision("next", f"generation done ({summary.rows} episodes)")
+    first = _first_error(summary.stats.errors)
+    if missing > summary.stats.client_failed and attempt < max_attempts:
+        return Decision("retry", f"{missing} cells missing ({first}); retrying them "
                                  f"(attempt {attempt + 1} of {max_attempts})", missing)
-    return Decision("missing", f"{missing} cells missing after {attempt} attempts ({_first_error(stats)})", missing)
+    return Decision("missing", f"{missing} cells missing after {attempt} attempts ({first})", missing)
 
 
-def _first_error(stats: dict) -> str:
-    errors = stats.get("errors") or []
+def _first_error(errors: list[str]) -> str:
     return errors[0].split(": ", 1)[-1][:200] if errors else "no error recorded"
 
 
-def after_judging(summary: dict, attempt: int, max_attempts: int = MAX_JUDGE_ATTEMPTS) -> Decision:
+def after_judging(summary: JudgingSummary, attempt: int, max_attempts: int = MAX_JUDGE_ATTEMPTS) -> Decision:
     """After one judge's pass over a target: verdicts whose calls gave up are judged again
     (``only_unscored``) while attempts remain; otherwise they stay unscored and are counted."""
-    if "error" in summary:
-        return Decision("missing", f"judge {summary.get('label')} failed: {summary['error']}")
-    give_ups = int((summary.get("stats") or {}).get("give_ups") or 0)
+    if summary.failed:
+        return Decision("missing", f"judge {summary.label} failed: {summary.error}")
+    give_ups = summary.stats.give_ups
     if give_ups and attempt < max_attempts:
-        return Decision("retry", f"judge {summary['label']}: {give_ups} calls gave up; judging those again", give_ups)
+        return Decision("retry", f"judge {summary.label}: {give_ups} calls gave up; judging those again", give_ups)
     if give_ups:
-        return Decision("missing", f"judge {summary['label']}: {give_ups} calls gave up after {attempt} passes",
+        return Decision("missing", f"judge {summary.label}: {give_ups} calls gave up after {attempt} passes",
                         give_ups)
-    return Decision("next", f"judged by {summary['label']}")
+    return Decision("next", f"judged by {summary.label}")
 
 
 def target_complete(*, missing_cells: list | None, episodes: int, verdicts_per_judge: dict[str, int],
@@ -76,11 +77,10 @@ COUNTERS = ("timed_out", "requeued", "regenerated", "failed", "retried", "engine
             "judge_give_ups")
 
 
-def add_generation_counts(counts: dict, summary: dict | None) -> None:
-    stats = (summary or {}).get("stats") or {}
+def add_generation_counts(counts: dict, summary: GenerationSummary) -> None:
     for key in ("timed_out", "requeued", "failed", "retried", "engine_losses", "engine_restarts"):
-        counts[key] = counts.get(key, 0) + int(stats.get(key) or 0)
-    counts["regenerated"] = counts.get("regenerated", 0) + int((summary or {}).get("regenerated") or 0)
+        counts[key] = counts.get(key, 0) + getattr(summary.stats, key)
+    counts["regenerated"] = counts.get("regenerated", 0) + summary.regenerated
 
 
 def with_history(previous: dict | None, attempt: dict) -> dict:

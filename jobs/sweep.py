@@ -32,10 +32,11 @@ from pathlib import Path
 import polars as pl
 import ray
 
+from harness.bench import bench_spec
 from harness.client import Sampling
 from harness.generate import Target
-from harness.generation_job import GenerateRequest, run_generation
-from harness.judging.job import JudgeRequest, run_judging
+from harness.generation_job import GenerateRequest, GenerationSummary, run_generation
+from harness.judging.job import JudgeRequest, JudgingSummary, run_judging
 from harness.libenv import apply_env_defaults
 from harness.models import resolve
 from harness.naming import adapter_alias, adapter_folder
@@ -156,10 +157,9 @@ def train_task(recipe_path: str, seed: int, out: str, model: str, corpus, cores:
 
 
 @ray.remote
-def generate_task(request: dict, server=None) -> dict:
+def generate_task(request: GenerateRequest, server=None) -> GenerationSummary:
     """One target's cells. With ``server`` (its actor), a lost engine is waited for: Ray restarts
     the actor, which re-registers its adapters, and the cells still outstanding go to it."""
-    request = dict(request, sampling=Sampling(**request["sampling"]))
     serving = {"pid": ray.get(server.info.remote())["actor_pid"]} if server is not None else {}
 
     async def reconnect(url: str, health) -> tuple[str, bool] | None:
@@ -176,15 +176,15 @@ def generate_task(request: dict, server=None) -> dict:
             return info["api_base"], restarted
         return None
 
-    return run_generation(GenerateRequest(**request), reconnect=reconnect if server is not None else None)
+    return run_generation(request, reconnect=reconnect if server is not None else None)
 
 
 @ray.remote
-def judge_task(run: str, judge: dict, bench: str, only_unscored: bool) -> dict:
+def judge_task(request: JudgeRequest) -> JudgingSummary:
     try:
-        return run_judging(JudgeRequest(run=run, bench=bench, only_unscored=only_unscored, **judge))
+        return run_judging(request)
     except Exception as exc:  # one judge failing leaves the others' verdicts standing
-        return {"label": judge["label"], "error": _short(exc)}
+        return JudgingSummary(request.run, request.label, str(request.mode), error=_short(exc))
 
 
 @ray.remote
@@ -211,7 +211,7 @@ class Sweep:
         if self.folder.exists() and any(self.folder.iterdir()) and not resume:
             raise SweepRefused(f"{self.folder} exists: pass --resume to continue it, or --run NAME for a new run")
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.bench = self.config.bench if self.config.bench == "builtin" else str(Path(self.config.bench).resolve())
+        self.bench = bench_spec(self.config.bench)
         self.models = {m.label: m for m in self.config.models}
         self.servers: dict[str, ray.actor.ActorHandle] = {}
         self.resources: ResourceModel | None = None
@@ -290,13 +290,13 @@ class Sweep:
             return f"hosted_vllm/{info['served_name']}", info["api_base"]
         return judge.model, judge.api_base
 
-    def generation_request(self, target, served: str, api_base: str | None) -> dict:
+    def generation_request(self, target, served: str, api_base: str | None) -> GenerateRequest:
         g = target.generation
-        request = {"run": str(self.sub_run(target.label)), "model": served, "bench": self.bench,
-                   "split": self.config.split, "conditions": list(self.config.conditions),
-                   "sampling": {"max_tokens": g.max_tokens, "repetition_penalty": g.repetition_penalty},
-                   "concurrency": g.concurrency, "label": target.label}
-        return {**request, "backend": "api"} if api_base is None else {**request, "url": api_base}
+        return GenerateRequest(run=str(self.sub_run(target.label)), model=served, bench=self.bench,
+                               split=self.config.split, conditions=list(self.config.conditions),
+                               sampling=Sampling(max_tokens=g.max_tokens, repetition_penalty=g.repetition_penalty),
+                               concurrency=g.concurrency, label=target.label,
+                               **({"backend": "api"} if api_base is None else {"url": api_base}))
 
     def _driver(self):
         return {"num_cpus": DRIVER_CPUS}
@@ -405,13 +405,12 @@ class Sweep:
         for attempt in range(1, MAX_GENERATION_ATTEMPTS + 1):
             api_base = (await self.server_info(server_key))["api_base"] if server_key else None
             request = self.generation_request(target, served, api_base)
-            summary, error = None, None
             try:
                 summary = await aget(generate_task.options(**self._driver()).remote(request, handle))
             except Exception as exc:
-                error = _short(exc)
+                summary = GenerationSummary(request.run, error=_short(exc))
             add_generation_counts(self.counts, summary)
-            decision = after_generation(summary, error, attempt)
+            decision = after_generation(summary, attempt)
             log(f"{target.label}: {decision.message}")
             if decision.action == "retry":
                 continue
@@ -420,7 +419,7 @@ class Sweep:
                                      "reason": decision.message})
             break
         self.stage["generation"]["wall_s"] = max(self.stage["generation"]["wall_s"], round(time.time() - started, 2))
-        return summary is not None and bool(summary.get("rows"))
+        return not summary.failed and bool(summary.rows)
 
     async def judge(self, target) -> None:
         started = time.time()
@@ -428,18 +427,18 @@ class Sweep:
             for attempt in range(1, 3):
                 # Looked up for each pass: a restarted judge server has a new address.
                 model, api_base = await self.judge_endpoint(judge)
-                request = {"label": judge.label, "mode": judge.mode, "judge_model": model, "api_base": api_base,
-                           "concurrency": judge.concurrency}
+                request = JudgeRequest(run=str(self.sub_run(target.label)), mode=judge.mode, label=judge.label,
+                                       judge_model=model, api_base=api_base, concurrency=judge.concurrency,
+                                       bench=self.bench, only_unscored=attempt > 1)
                 async with self.gate.serving():
-                    summary = await aget(judge_task.options(**self._driver()).remote(
-                        str(self.sub_run(target.label)), request, self.bench, attempt > 1))
+                    summary = await aget(judge_task.options(**self._driver()).remote(request))
                 decision = after_judging(summary, attempt)
-                if "stats" in summary:
-                    s = summary["stats"]
-                    self.counts["judge_give_ups"] += int(s.get("give_ups") or 0)
-                    self.stage["judging"]["verdicts"] = self.stage["judging"].get("verdicts", 0) + s["judged"]
-                    log(f"{target.label}: judged by {judge.label} ({s['passed']} pass, {s['failed']} fail, "
-                        f"{s['unscored']} unscored, {s['calls']} calls)")
+                if not summary.failed:
+                    s = summary.stats
+                    self.counts["judge_give_ups"] += s.give_ups
+                    self.stage["judging"]["verdicts"] = self.stage["judging"].get("verdicts", 0) + s.judged
+                    log(f"{target.label}: judged by {judge.label} ({s.passed} pass, {s.failed} fail, "
+                        f"{s.unscored} unscored, {s.calls} calls)")
                 if decision.action == "retry":
                     log(f"{target.label}: {decision.message}")
                     continue

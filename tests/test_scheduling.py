@@ -3,6 +3,10 @@
 import pytest
 
 from harness.progress import Snapshot, progress_line
+from harness.generate import GenerationStats
+from harness.generation_job import GenerationSummary
+from harness.judging.job import JudgeStats, JudgingSummary
+from harness.retry import FanoutCounters
 from jobs.decisions import after_generation, after_judging, target_complete, with_history
 from jobs.resources import DRIVER_CPUS, HARNESS_SHARE, resource_model
 from serve.engine_watch import EngineSample, Health, WatchPolicy, assess, next_limit, parse_metrics
@@ -162,23 +166,24 @@ def test_concurrency_follows_the_engine_queue():
 # ---------------------------------------------------------------- sweep decisions
 
 def test_generation_retries_only_what_can_succeed():
-    assert after_generation({"missing": 0, "rows": 64}, None, 1).action == "next"
-    retry = after_generation({"missing": 3, "stats": {"errors": ["c (t, u): engine gone"]}}, None, 1)
+    assert after_generation(GenerationSummary("r", missing=0, rows=64), 1).action == "next"
+    retry = after_generation(GenerationSummary("r", GenerationStats(errors=["c (t, u): engine gone"]), missing=3), 1)
     assert retry.action == "retry" and "3 cells missing" in retry.message and "engine gone" in retry.message
-    refused = after_generation({"missing": 2, "stats": {"client_failed": 2, "errors": []}}, None, 1)
+    refused = after_generation(GenerationSummary("r", GenerationStats(client_failed=2), missing=2), 1)
     assert refused.action == "missing" and refused.missing == 2
-    assert after_generation({"missing": 3, "stats": {}}, None, 3).action == "missing"
-    crashed = after_generation(None, "worker died", 1)
+    assert after_generation(GenerationSummary("r", missing=3), 3).action == "missing"
+    crashed = after_generation(GenerationSummary("r", error="worker died"), 1)
     assert crashed.action == "retry" and "restart" not in crashed.message  # nothing restarted
-    assert after_generation(None, "worker died", 3).action == "missing"
+    lost = after_generation(GenerationSummary("r", error="worker died"), 3)
+    assert lost.action == "missing" and lost.missing is None  # how many cells: not known
 
 
 def test_judge_give_ups_are_judged_again_once_then_counted():
-    gave_up = {"label": "local", "stats": {"give_ups": 4}}
+    gave_up = JudgingSummary("r", "local", stats=JudgeStats(fanout=FanoutCounters(fatal=4)))
     assert after_judging(gave_up, 1).action == "retry"
     assert after_judging(gave_up, 2).action == "missing" and after_judging(gave_up, 2).missing == 4
-    assert after_judging({"label": "local", "stats": {"give_ups": 0}}, 1).action == "next"
-    assert after_judging({"label": "x", "error": "boom"}, 1).action == "missing"
+    assert after_judging(JudgingSummary("r", "local"), 1).action == "next"
+    assert after_judging(JudgingSummary("r", "x", error="boom"), 1).action == "missing"
 
 
 def test_target_complete_needs_every_cell_and_every_judge():

@@ -210,6 +210,8 @@ def test_corpus_work_run_is_written_and_read_beside_a_bare_out(tmp_path, monkeyp
     reads it (./x.run, beside the corpus), not results/x.run. The two jobs are stand-ins that
     resolve their run as the real ones do (run_dir)."""
     import train.corpus as corpus
+    from harness.generation_job import GenerationSummary
+    from harness.judging.job import JudgingSummary
     from harness.runstore import run_dir
 
     monkeypatch.chdir(tmp_path)
@@ -222,7 +224,7 @@ def test_corpus_work_run_is_written_and_read_beside_a_bare_out(tmp_path, monkeyp
         pl.DataFrame([{"cell_id": t.uid, "task_uid": t.uid, "skill": t.skill,
                        "prompt_hash": render(bench, t, "curated").hash, "response": f"ANSWER: {t.expected}"}
                       for t in tasks]).write_parquet(folder / "episodes.parquet")
-        return {"missing": 0}
+        return GenerationSummary(str(folder))
 
     def judging(req):
         folder = run_dir(req.run)
@@ -230,7 +232,7 @@ def test_corpus_work_run_is_written_and_read_beside_a_bare_out(tmp_path, monkeyp
          .select("cell_id", "task_uid", pl.lit(req.label).alias("judge_label"),
                  (pl.col("cell_id") + "-v").alias("verdict_id"), pl.lit(True).alias("passed"))
          .write_parquet(folder / "verdicts.parquet"))
-        return {"label": req.label}
+        return JudgingSummary(str(folder), req.label)
 
     monkeypatch.setattr(corpus, "run_generation", generation)
     monkeypatch.setattr(corpus, "run_judging", judging)

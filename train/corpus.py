@@ -17,7 +17,7 @@ import polars as pl
 from harness.bench import load_bench
 from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
-from harness.judging.fanout import RetryPolicy
+from harness.retry import RetryPolicy
 from harness.judging.job import JudgeRequest, run_judging
 from harness.judging.verdict import Mode
 from harness.prompts import PROMPT_VERSION, SOLVER_PROMPT, render
@@ -54,7 +54,7 @@ def build_corpus(req: CorpusRequest) -> dict:
     judged = run_judging(JudgeRequest(run=str(work), mode=mode, judge_model=req.judge, api_base=req.judge_api_base,
                                       label=f"corpus-{mode}", concurrency=req.concurrency, policy=RetryPolicy()))
     episodes = pl.read_parquet(work / "episodes.parquet")
-    verdicts = pl.read_parquet(work / "verdicts.parquet").filter(pl.col("judge_label") == judged["label"])
+    verdicts = pl.read_parquet(work / "verdicts.parquet").filter(pl.col("judge_label") == judged.label)
     kept = episodes.join(verdicts.filter(pl.col("passed") == True).select("cell_id", "verdict_id"),  # noqa: E712
                          on="cell_id", how="inner").sort("task_uid")
     bench = load_bench(req.bench)
@@ -66,15 +66,15 @@ def build_corpus(req: CorpusRequest) -> dict:
         rows.append({"messages": [*prompt.messages, {"role": "assistant", "content": ep["response"]}],
                      "meta": {"task_uid": ep["task_uid"], "skill": ep["skill"], "condition": "curated",
                               "solver_prompt": SOLVER_PROMPT, "skill_block": prompt.skill_block,
-                              "teacher": req.teacher, "judge": judged["label"], "prompt_hash": ep["prompt_hash"],
+                              "teacher": req.teacher, "judge": judged.label, "prompt_hash": ep["prompt_hash"],
                               "prompt_version": PROMPT_VERSION, "cell_id": ep["cell_id"],
                               "verdict_id": ep["verdict_id"]}})
     write_corpus(rows, req.out)
     summary = {"corpus": str(req.out), "rows": len(rows), "traces": len(episodes),
                "passed": int((verdicts["passed"] == True).sum()),  # noqa: E712
                "failed": int((verdicts["passed"] == False).sum()),  # noqa: E712
-               "unscored": int(verdicts["passed"].null_count()), "teacher": req.teacher, "judge": judged["label"],
+               "unscored": int(verdicts["passed"].null_count()), "teacher": req.teacher, "judge": judged.label,
                "judge_model": req.judge, "bench": {"name": bench.name, "hash": bench.content_hash()},
-               "work_run": str(work), "generation_missing": gen["missing"]}
+               "work_run": str(work), "generation_missing": gen.missing}
     req.out.with_suffix(".meta.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -30,7 +30,7 @@ from harness.authoring.templates import load_prompt
 from harness.bench.load import _native_records, load_native, unique_records, write_native
 from harness.bench.model import Bench, BenchError, QueryType, Skill, Task
 from harness.client import Sampling, _request
-from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
+from harness.retry import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
 from harness.judging.job import require_credentials
 from harness.judging.llm_judge import UnparseableReply, parse_json_reply
 from harness.libenv import quiet_litellm

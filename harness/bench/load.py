@@ -208,6 +208,12 @@ def load_study(folder: Path, name: str | None = None) -> Bench:
     return _assemble(name or folder.name, skills, tasks, (folder / "skills.json", folder / "tasks_eval.json"))
 
 
+def bench_spec(spec: str | Path) -> str:
+    """A bench reference as recorded in a manifest and passed to workers: ``builtin``, or the
+    folder's absolute path (so it means the same from any working directory)."""
+    return "builtin" if str(spec) == "builtin" else str(Path(spec).expanduser().resolve())
+
+
 def load_bench(spec: str | Path) -> Bench:
     """``builtin``, a native bench folder, or a folder of the study's files."""
     if str(spec) == "builtin":

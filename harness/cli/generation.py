@@ -52,12 +52,12 @@ def generate(
     # Progress: one line per target every 15 s on stderr (harness.progress).
     with refusing(ValueError, FileNotFoundError):
         summary = run_generation(request)
-    print(json.dumps(summary))
-    if summary["missing"]:
-        stats = summary["stats"]
-        if stats["failed"] and not stats["done"]:
-            first = (stats["errors"] or ["?"])[0]
-            raise fail(f"every request failed ({stats['failed']} cells; first: {first}); re-running will fail "
+    print(json.dumps(summary.as_dict()))
+    if summary.missing:
+        stats = summary.stats
+        if stats.failed and not stats.done:
+            first = (stats.errors or ["?"])[0]
+            raise fail(f"every request failed ({stats.failed} cells; first: {first}); re-running will fail "
                        "the same way until that is fixed", EXIT_INCOMPLETE)
-        raise fail(f"{summary['missing']} cells have no episode (see manifest.json); re-run to retry them",
+        raise fail(f"{summary.missing} cells have no episode (see manifest.json); re-run to retry them",
                    EXIT_INCOMPLETE)

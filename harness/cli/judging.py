@@ -36,7 +36,7 @@ def judge(
     """Judge a run's episodes into verdicts.parquet; verdicts already made are skipped.
 
     `rejudge` is the same command: a new --judge-model and --label add a verdict set beside the old."""
-    from harness.judging.fanout import RetryPolicy
+    from harness.retry import RetryPolicy
     from harness.judging.job import JudgeRequest, run_judging
 
     judge_model = deprecated(judge_old, judge_model, "--judge", "--judge-model")
@@ -47,11 +47,11 @@ def judge(
                            only_unscored=only_unscored, bench=bench, json_schema=json_schema)
     with refusing(ValueError, FileNotFoundError):
         summary = run_judging(request)
-    print(json.dumps(summary))
-    stats = summary["stats"]
-    if stats["llm_verdicts"] and stats["llm_call_failed"] == stats["llm_verdicts"]:
-        reasons = ", ".join(stats["unscored_reasons"]) or "?"
-        raise fail(f"every judge call failed ({stats['llm_verdicts']} verdicts left unscored: {reasons}); check "
+    print(json.dumps(summary.as_dict()))
+    stats = summary.stats
+    if stats.llm_verdicts and stats.llm_call_failed == stats.llm_verdicts:
+        reasons = ", ".join(stats.unscored_reasons) or "?"
+        raise fail(f"every judge call failed ({stats.llm_verdicts} verdicts left unscored: {reasons}); check "
                    "--judge-model and --api-base, then re-run with --only-unscored", EXIT_INCOMPLETE)
 
 

@@ -28,22 +28,18 @@ from harness.bench.model import QueryType
 from harness.client import NO_TIMEOUT_S, is_local_engine
 from harness.errors import SkillsweepError
 from harness.judging.extract import DETERMINISTIC_TYPES, EXTRACTOR_VERSION, judge_deterministic, question_options
-from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
+from harness.retry import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
 from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, VERDICT_SCHEMA, UnparseableReply, judge_messages, parse_reply
 from harness.judging.verdict import MODES, Mode, Verdict
 from harness.libenv import quiet_litellm
 from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker
 from serve.engine_watch import EngineWatch, next_limit
 from harness.runstore import RunStore, TableMissing, read_manifest, read_table, run_dir
+from harness.schema import CELL_COLUMNS, VERDICT_TYPES, row
 
 
 class JudgeError(SkillsweepError, ValueError):
     """A judge request that cannot be carried out as asked."""
-
-
-# Copied from the episode so that statistics over verdicts can check the generation path.
-_EPISODE_COLUMNS = ("cell_id", "run", "model_label", "base_model", "adapter_hash", "backend", "dtype", "task_uid", "skill",
-                    "query_type", "condition", "temperature", "max_tokens", "repetition_penalty")
 
 
 @dataclass
@@ -90,15 +86,46 @@ class JudgeStats:
         """Judge calls that ended without a reply (retries exhausted, or a fatal error)."""
         return sum(self.fanout.exhausted.values()) + self.fanout.fatal
 
+    @property
+    def calls(self) -> int:
+        return self.fanout.calls
+
+    @property
+    def retries(self) -> dict[str, int]:
+        return dict(self.fanout.retries)
+
+    @property
+    def exhausted(self) -> dict[str, int]:
+        return dict(self.fanout.exhausted)
+
     def as_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("fanout", "unscored_reasons")}
         d["unscored_reasons"] = dict(self.unscored_reasons)
-        d["calls"] = self.fanout.calls
-        d["retries"] = dict(self.fanout.retries)
-        d["exhausted"] = dict(self.fanout.exhausted)
-        d["fatal"] = self.fanout.fatal
-        d["give_ups"] = self.give_ups
-        return d
+        return d | {"calls": self.calls, "retries": self.retries, "exhausted": self.exhausted,
+                    "fatal": self.fanout.fatal, "give_ups": self.give_ups}
+
+
+@dataclass
+class JudgingSummary:
+    """What ``run_judging`` did for one verdict set; with ``error``, why it could not."""
+
+    run_dir: str
+    label: str | None
+    mode: str = ""
+    stats: JudgeStats = field(default_factory=JudgeStats)
+    verdicts: int = 0  # in the set, after this pass
+    unscored_total: int = 0
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def as_dict(self) -> dict:
+        """As ``skillsweep judge`` prints it."""
+        d = {"run_dir": self.run_dir, "label": self.label, "mode": self.mode, "stats": self.stats.as_dict(),
+             "verdicts": self.verdicts, "unscored_total": self.unscored_total}
+        return d | ({"error": self.error} if self.failed else {})
 
 
 def verdict_id(cell_id: str, label: str, mode: str) -> str:
@@ -231,8 +258,8 @@ def _escalates(req: JudgeRequest, extracted: Verdict | None) -> bool:
 
 def _verdict_row(episode: dict, vid: str, req: JudgeRequest, label: str, verdict: Verdict, usage: dict,
                  llm: bool, escalated: Verdict | None = None) -> dict:
-    return {
-        "verdict_id": vid, **{c: episode.get(c) for c in _EPISODE_COLUMNS},
+    return row(VERDICT_TYPES, {
+        "verdict_id": vid, **{c: episode.get(c) for c in CELL_COLUMNS},
         "judge_label": label, "mode": str(req.mode), "judge_kind": "llm" if llm else "deterministic",
         "judge": req.judge_model if llm else "extractor",
         "prompt_version": JUDGE_PROMPT_VERSION if llm else EXTRACTOR_VERSION,
@@ -245,7 +272,7 @@ def _verdict_row(episode: dict, vid: str, req: JudgeRequest, label: str, verdict
         "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
         "cost_usd": usage.get("cost_usd"), "latency_s": round(usage.get("latency_s", 0.0), 4),
         "attempts": usage.get("attempts", 0), "judged_at": time.time(),
-    }
+    })
 
 
 def default_label(req: JudgeRequest) -> str:
@@ -270,7 +297,7 @@ def _check_one_judge(latest: dict[str, dict], label: str, req: JudgeRequest) -> 
                              "two judges in one set: pass another --label for a new verdict set")
 
 
-def run_judging(req: JudgeRequest, progress=None) -> dict:
+def run_judging(req: JudgeRequest, progress=None) -> JudgingSummary:
     if req.mode not in MODES:
         raise JudgeError(f"mode {req.mode!r}: expected one of {', '.join(MODES)}")
     if req.mode != Mode.DETERMINISTIC and not req.judge_model:
@@ -353,5 +380,5 @@ def run_judging(req: JudgeRequest, progress=None) -> dict:
         if calls.rows():
             calls.write_table()
     mine = table.filter(pl.col("judge_label") == label) if len(table) else table
-    return {"run_dir": str(folder), "label": label, "mode": req.mode, "stats": stats.as_dict(),
-            "verdicts": len(mine), "unscored_total": int(mine["passed"].null_count()) if len(mine) else 0}
+    return JudgingSummary(str(folder), label, req.mode, stats, verdicts=len(mine),
+                          unscored_total=int(mine["passed"].null_count()) if len(mine) else 0)

@@ -1,9 +1,11 @@
-"""Many concurrent judge calls that back off under pressure and never hide a failure.
+"""Retrying calls to models: the one owner of what is retried, how long to wait, and how often.
 
-An AIMD limiter caps calls in flight: it halves on a 429 and grows by one after a window of
-successes. Transient failures (429, 5xx, timeouts, dropped connections) are retried with
-exponential backoff and full jitter; anything else fails the call at once. Every attempt is
-counted, so a run can report what was retried and why.
+Judge, teacher and generation calls share it. An AIMD limiter caps calls in flight: it halves
+on a 429 and grows by one after a window of successes. Transient failures (429, 5xx, timeouts,
+dropped connections) are retried with exponential backoff and full jitter; a refusal (4xx)
+fails the call at once; a programming error (a TypeError, KeyError, AttributeError... raised
+by our own code) is never retried nor recorded as a failed call: it propagates. Every attempt
+is counted, so a run can report what was retried and why.
 """
 
 from __future__ import annotations
@@ -85,6 +87,35 @@ def classify(exc: BaseException) -> str | None:
     return None
 
 
+# Errors of the code itself: retrying cannot help and recording them as failed calls would hide them.
+PROGRAMMING_ERRORS = (TypeError, LookupError, AttributeError, NameError, AssertionError, NotImplementedError,
+                      ImportError, ArithmeticError)
+# The libraries a call to a model goes through: their errors are the call's, not the code's.
+TRANSPORT_MODULES = ("litellm", "openai", "httpx", "httpcore", "aiohttp")
+
+
+def _from_transport(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in TRANSPORT_MODULES
+
+
+def is_programming_error(exc: BaseException) -> bool:
+    return isinstance(exc, PROGRAMMING_ERRORS) and not _from_transport(exc) and classify(exc) is None
+
+
+def failure_kind(exc: BaseException) -> str:
+    """For callers that schedule their own retries (generation on a local engine): 'transient'
+    (retry), 'client' (refused: fails the same way again), or raise ``exc``: anything that is
+    not the transport's must surface, not be recorded as a failed cell."""
+    if classify(exc) is not None:
+        return "transient"
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 500:
+        return "client"
+    if _from_transport(exc) and not is_programming_error(exc):
+        return "transient"
+    raise exc
+
+
 @dataclass
 class RetryPolicy:
     max_attempts: int = 6
@@ -131,6 +162,8 @@ async def call_with_retries(make_call, limiter: AdaptiveLimiter, policy: RetryPo
                 call = engine.guard(make_call()) if engine is not None else make_call()
                 result = await asyncio.wait_for(call, timeout=policy.timeout_s)
             except Exception as exc:
+                if is_programming_error(exc):
+                    raise
                 kind = classify(exc)
                 if kind == "rate_limited":
                     limiter.throttled()
