@@ -33,8 +33,16 @@ from harness.bench.model import Bench
 from harness.errors import SkillsweepError
 from harness.prompts import render
 from jobs.sweep_config import Plan
-from serve.sim_model import GPUS, EngineParams, TrainingModel, decode_rate, engine_params, expected_output_tokens, \
-    parse_size, prompt_tokens
+from serve.sim_model import (
+    GPUS,
+    EngineParams,
+    TrainingModel,
+    decode_rate,
+    engine_params,
+    expected_output_tokens,
+    parse_size,
+    prompt_tokens,
+)
 from train.recipe import load_recipe
 
 Policy = Literal["pool", "one-per-base"]

@@ -42,8 +42,15 @@ from harness.naming import adapter_alias, adapter_folder
 from harness.probes.job import ProbeRequest, run_probe_battery
 from harness.report import render_report
 from harness.runstore import update_manifest
-from jobs.decisions import (COUNTERS, MAX_GENERATION_ATTEMPTS, add_generation_counts, after_generation,
-                            after_judging, target_complete, with_history)
+from jobs.decisions import (
+    COUNTERS,
+    MAX_GENERATION_ATTEMPTS,
+    add_generation_counts,
+    after_generation,
+    after_judging,
+    target_complete,
+    with_history,
+)
 from jobs.resources import DRIVER_CPUS, Declaration, ResourceModel, resource_model
 from jobs.sweep_config import load_config, make_plan
 from jobs.turns import TurnGate

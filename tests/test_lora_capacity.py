@@ -8,9 +8,16 @@ import asyncio
 import pytest
 
 from harness.client import Sampling, achat, build_messages
-from serve.adapters import (BATCH_ADAPTERS, LORA_GPU_SHARE, lora_capacity, lora_rank, lora_slot_bytes, model_config,
-                            replica_lora_capacity)
-from serve.adapters import AdapterError
+from serve.adapters import (
+    BATCH_ADAPTERS,
+    LORA_GPU_SHARE,
+    AdapterError,
+    lora_capacity,
+    lora_rank,
+    lora_slot_bytes,
+    model_config,
+    replica_lora_capacity,
+)
 from serve.registry import AdapterRegistry
 from serve.server import ServerSpec, VLLMServer
 from serve.serving import server_spec

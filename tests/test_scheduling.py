@@ -8,7 +8,6 @@ from jobs.resources import DRIVER_CPUS, HARNESS_SHARE, resource_model
 from serve.engine_watch import EngineSample, Health, WatchPolicy, assess, next_limit, parse_metrics
 from serve.hardware import CpuInfo, partition_cores, serving_dtype
 
-
 # ---------------------------------------------------------------- cores, dtype, declarations
 
 @pytest.mark.parametrize("cores,servers", [(2, 1), (4, 1), (8, 3), (16, 2), (3, 2)])

@@ -16,17 +16,36 @@ import pytest
 
 from harness.bench import load_bench
 from harness.client import Sampling, achat, build_messages
-from jobs.estimate import (Cluster, EstimateError, Job, Training, Workload, estimate, lower_bound, parse_cluster,
-                              simulate, workload)
 from harness.generate import Target, generate_vllm, plan
 from harness.runstore import RunStore
+from jobs.estimate import (
+    Cluster,
+    EstimateError,
+    Job,
+    Training,
+    Workload,
+    estimate,
+    lower_bound,
+    parse_cluster,
+    simulate,
+    workload,
+)
 from jobs.sweep_config import load_config, make_plan
 from serve.engine_watch import fetch_metrics, parse_metrics
 from serve.registry import AdapterRegistry, RegistryError
 from serve.server import VLLMServer
 from serve.sim_engine import SimEngine, SimSpec, schema_instance
-from serve.sim_model import (GPUS, TrainingModel, decode_rate, engine_params, expected_output_tokens,
-                             output_tokens, parse_size, prompt_tokens, step_time)
+from serve.sim_model import (
+    GPUS,
+    TrainingModel,
+    decode_rate,
+    engine_params,
+    expected_output_tokens,
+    output_tokens,
+    parse_size,
+    prompt_tokens,
+    step_time,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "eval_configs"

@@ -17,8 +17,13 @@ from serve.server import ServerSpec, VLLMServer
 from train.corpus import CorpusRequest, build_corpus
 from train.corpus_transforms import apply_transforms, read_corpus, write_corpus
 from train.recipe import Recipe, RecipeError, load_recipe
-from train.template import (CHATML_TRAINING_TEMPLATE, TemplatePatchError, assistant_mask_text, training_template,
-                            verify_mask)
+from train.template import (
+    CHATML_TRAINING_TEMPLATE,
+    TemplatePatchError,
+    assistant_mask_text,
+    training_template,
+    verify_mask,
+)
 from train.trainer import train_one
 
 from conftest import SERVER_MAX_RANK

@@ -24,8 +24,17 @@ from pathlib import Path
 from typing import Literal
 
 from harness.authoring.dedup import NUM_PERM, SHINGLE, near_duplicates
-from harness.authoring.schema import (ANSWER_RULES, DIFFICULTIES, REWRITE_SCHEMA, DeclarativeSkill, RewriteReply,
-                                      TaskReply, check_answer, schema_hash, task_schema)
+from harness.authoring.schema import (
+    ANSWER_RULES,
+    DIFFICULTIES,
+    REWRITE_SCHEMA,
+    DeclarativeSkill,
+    RewriteReply,
+    TaskReply,
+    check_answer,
+    schema_hash,
+    task_schema,
+)
 from harness.authoring.templates import load_prompt
 from harness.bench.load import _native_records, load_native, unique_records, write_native
 from harness.bench.model import Bench, BenchError, QueryType, Skill, Task

@@ -29,12 +29,18 @@ from harness.client import NO_TIMEOUT_S, is_local_engine
 from harness.errors import SkillsweepError
 from harness.judging.extract import DETERMINISTIC_TYPES, EXTRACTOR_VERSION, judge_deterministic, question_options
 from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
-from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, VERDICT_SCHEMA, UnparseableReply, judge_messages, parse_reply
+from harness.judging.llm_judge import (
+    JUDGE_PROMPT_VERSION,
+    VERDICT_SCHEMA,
+    UnparseableReply,
+    judge_messages,
+    parse_reply,
+)
 from harness.judging.verdict import MODES, Mode, Verdict
 from harness.libenv import quiet_litellm
 from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker
-from serve.engine_watch import EngineWatch, next_limit
 from harness.runstore import RunStore, TableMissing, read_manifest, read_table, run_dir
+from serve.engine_watch import EngineWatch, next_limit
 
 
 class JudgeError(SkillsweepError, ValueError):
