@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-from itertools import combinations
 from pathlib import Path
 
 import polars as pl

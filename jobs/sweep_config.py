@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.bench import Bench, BenchError, load_bench
+from harness.bench import Bench, load_bench
 from harness.errors import SkillsweepError
 from harness.judging.verdict import Mode
 from harness.models import ModelNotFound, check_reference
@@ -21,7 +21,7 @@ from harness.naming import adapter_alias, target_label
 from harness.probes.battery import load_battery
 from harness.prompts import condition_names
 from harness.yaml_models import Seeds, beside, load_yaml_model
-from train.recipe import RecipeError, load_recipe
+from train.recipe import load_recipe
 
 
 class _Strict(BaseModel):

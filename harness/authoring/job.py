@@ -36,8 +36,8 @@ from harness.authoring.schema import (
     task_schema,
 )
 from harness.authoring.templates import load_prompt
-from harness.bench.load import _native_records, load_native, unique_records, write_native
-from harness.bench.model import Bench, BenchError, QueryType, Skill, Task
+from harness.bench.load import load_native, unique_records, write_native
+from harness.bench.model import Bench, QueryType, Skill, Task
 from harness.client import Sampling, _request
 from harness.judging.fanout import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
 from harness.judging.job import require_credentials
