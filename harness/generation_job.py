@@ -74,7 +74,7 @@ def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
     if req.include_base or not infos:
         targets.append(Target(label, base.identity, req.backend, req.sampling,
                               served_name=None if hf else label, model_path=base.location, dtype=dtype))
-    for (alias, _), info in zip(req.adapters, infos):
+    for (alias, _), info in zip(req.adapters, infos, strict=True):
         targets.append(Target(target_label(label, alias), base.identity, req.backend, req.sampling,
                               adapter_name=alias, adapter_hash=info.content_hash,
                               served_name=None if hf else served_name(alias, info),

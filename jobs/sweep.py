@@ -249,7 +249,7 @@ class Sweep:
             return False
         counts = verdicts.group_by("judge_label").len()
         return target_complete(missing_cells=manifest.get("missing_cells"), episodes=len(episodes),
-                               verdicts_per_judge=dict(zip(counts["judge_label"], counts["len"])),
+                               verdicts_per_judge=dict(zip(counts["judge_label"], counts["len"], strict=True)),
                                expected=self.plan.tasks * len(self.config.conditions),
                                judges=[j.label for j in self.config.judges])
 
@@ -531,7 +531,7 @@ class Sweep:
         pipelines += [self.pipeline(t, refs.get(t.label)) for t in pending]
         gen_started = time.time()
         results = await asyncio.gather(*pipelines, return_exceptions=True)
-        for target, result in zip([None] * (len(pipelines) - len(pending)) + pending, results):
+        for target, result in zip([None] * (len(pipelines) - len(pending)) + pending, results, strict=True):
             if isinstance(result, BaseException):
                 label = target.label if target else "corpus"
                 self.failures.append({"target": label, "stage": "pipeline", "reason": _short(result)})

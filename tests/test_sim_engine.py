@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
@@ -160,7 +161,7 @@ def test_metrics_show_running_and_waiting_under_load(tmp_path, tiny):
     assert full, "never saw all ten requests in the engine at once"
     assert all(s.running == 4 and s.waiting == 6 for s in full)
     assert max(s.running for s in seen) == 4
-    assert any(b.generation_tokens < a.generation_tokens for b, a in zip(seen, seen[1:]))  # counters move
+    assert any(b.generation_tokens < a.generation_tokens for b, a in pairwise(seen))  # counters move
     assert after.generation_tokens - before.generation_tokens == sum(r.completion_tokens for r in replies)
     assert after.running == after.waiting == 0
     assert all(r.completion_tokens == 2000 and r.finish_reason == "length" for r in replies)

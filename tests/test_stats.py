@@ -29,7 +29,7 @@ def verdict_frame(label, bl, cu, *, skills=None, adapter=None, base="base", back
                   max_tokens=64):
     """Verdict rows for tasks t0..tn-1; None in bl/cu means unscored."""
     rows = []
-    for i, (b, c) in enumerate(zip(bl, cu)):
+    for i, (b, c) in enumerate(zip(bl, cu, strict=True)):
         for condition, passed in (("baseline", b), ("curated", c)):
             rows.append({"cell_id": f"{label}-{i}-{condition}", "model_label": label, "task_uid": f"t{i:03d}",
                          "skill": (skills[i] if skills else f"s{i % 4}"), "condition": condition,

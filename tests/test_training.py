@@ -129,7 +129,7 @@ def test_corpus_transforms(tmp_path):
     assert len(control) == n and all("## Skill:" not in json.dumps(r["messages"]) for r in control)
     lengths = sorted(len(r["messages"][-1]["content"]) for r in control)
     targets = sorted(len(r["messages"][-1]["content"]) for r in cur)
-    assert max(abs(a - b) for a, b in zip(lengths, targets)) <= 3
+    assert max(abs(a - b) for a, b in zip(lengths, targets, strict=True)) <= 3
     assert control == apply_transforms(rows, [{"kind": "curated-only"}, {"kind": "generic-control",
                                                                          "source": str(generic)}])
     small = tmp_path / "small.jsonl"

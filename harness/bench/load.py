@@ -74,7 +74,7 @@ def _read_json_array(file: Path) -> list:
 def _assemble(name: str, skills: list[tuple[str, str, Skill]], tasks: list[tuple[str, str, Task]],
               files: tuple[Path, Path]) -> Bench:
     """Cross-record checks: some skills and tasks, unique names and uids, every task's skill exists."""
-    for file, records in zip(files, (skills, tasks)):
+    for file, records in zip(files, (skills, tasks), strict=True):
         if not records:
             raise BenchError(str(file), None, None, "no records: a bench needs at least one skill and one task")
     by_name: dict[str, Skill] = {}

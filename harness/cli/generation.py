@@ -43,7 +43,7 @@ def generate(
     try:
         names = condition_names(conditions)
     except ValueError as exc:
-        raise fail(f"--conditions {conditions!r}: {exc}")
+        raise fail(f"--conditions {conditions!r}: {exc}") from exc
     request = GenerateRequest(
         run=run, model=model, adapters=[parse_adapter(a) for a in adapter or []], bench=bench, split=split,
         conditions=names, include_base=base, url=url, backend=backend,

@@ -132,7 +132,7 @@ def probe(
         result = chat(url, model, build_messages(prompt, system),
                       Sampling(temperature=temperature, max_tokens=max_tokens))
     except Exception as exc:  # litellm wraps transport and HTTP errors in many types
-        raise fail(f"{url} model {model}: {exc}")
+        raise fail(f"{url} model {model}: {exc}") from exc
     if as_json:
         print(json.dumps({"model": model, "text": result.text, "finish_reason": result.finish_reason,
                           "prompt_tokens": result.prompt_tokens,

@@ -141,7 +141,7 @@ def question_options(question: str) -> list[str]:
     options: list[str] = []
     quoted = list(_QUOTED.finditer(question))
     group, has_or = quoted[:1], False
-    for prev, cur in zip(quoted, quoted[1:] + [None]):
+    for prev, cur in zip(quoted, quoted[1:] + [None], strict=True):
         sep = _QUOTE_SEP.match(question[prev.end():cur.start()]) if cur else None
         if sep:
             group.append(cur)
