@@ -68,6 +68,7 @@ class Cell:
 
 
 def cell_id(target: Target, prompt: RenderedPrompt) -> str:
+    """A cell's stable id: what it asks of which weights by which path, so a rerun finds it done."""
     key = {
         "base_model": target.base_model,
         "adapter_hash": target.adapter_hash,
@@ -80,6 +81,7 @@ def cell_id(target: Target, prompt: RenderedPrompt) -> str:
 
 
 def plan(bench: Bench, split: str, conditions: list[str], targets: list[Target]) -> list[Cell]:
+    """Every cell of a generation: each target times each task of the split times each condition."""
     cells = []
     for target in targets:
         for task in bench.split(split):
@@ -98,6 +100,7 @@ def split_think(text: str) -> tuple[str | None, str]:
 
 
 def episode_row(run: str, cell: Cell, completion: Completion, started_at: float) -> dict:
+    """The episodes-table row for one cell's completion: what was asked, of what, and the reply."""
     t, p = cell.target, cell.prompt
     think, final = split_think(completion.text)
     return {

@@ -98,6 +98,7 @@ def _bench_spec(spec: str) -> str:
 
 def run_generation(req: GenerateRequest, progress: Progress | None = None,
                    reconnect: Reconnect | None = None) -> dict:
+    """Generate a run's episodes for its targets (vLLM, HF or an API), resuming what is done; returns a summary."""
     bench = load_bench(req.bench)
     bench.split(req.split)  # an unknown or empty split fails here, before anything starts
     conditions = condition_names(req.conditions)

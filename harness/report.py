@@ -251,6 +251,7 @@ def identical_pairs(episodes: pl.DataFrame) -> dict:
 
 
 def identical_sentence(probe: dict) -> str:
+    """The report's sentence on byte-identical response pairs, which pull the difference toward 0."""
     def part(name: str, d: dict) -> str:
         if not d["pairs"]:
             return f"{name}: no pairs with responses in this run"
@@ -262,6 +263,7 @@ def identical_sentence(probe: dict) -> str:
 
 
 def findings(folder: Path, stats: dict, verdicts: pl.DataFrame) -> list[str]:
+    """The report's findings: effects, unscored cells, identical responses."""
     lines = effect_sentences(stats) + unscored_sentences(verdicts)
     episodes = folder / "episodes.parquet"
     if episodes.is_file():

@@ -28,6 +28,7 @@ OUT = Path("results/benchmarks/judge.json")
 
 
 def main() -> None:
+    """Measure judging throughput, async fan-out against one call at a time, on a local judge server."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="local:tiny-qwen3")
     parser.add_argument("--split", default="all")

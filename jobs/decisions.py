@@ -77,6 +77,7 @@ COUNTERS = ("timed_out", "requeued", "regenerated", "failed", "retried", "engine
 
 
 def add_generation_counts(counts: dict, summary: dict | None) -> None:
+    """Add a generation summary's counts (timeouts, retries, engine losses, ...) to running totals."""
     stats = (summary or {}).get("stats") or {}
     for key in ("timed_out", "requeued", "failed", "retried", "engine_losses", "engine_restarts"):
         counts[key] = counts.get(key, 0) + int(stats.get(key) or 0)

@@ -211,6 +211,7 @@ def _rates(server: _Server, jobs: list[Job], remaining: dict[str, float], t: flo
 
 def simulate(work: Workload, gpus: int, policy: Policy = "pool", dt: float = 0.5,
              max_s: float = 30 * 24 * 3600) -> Schedule:
+    """Simulate the sweep on ``gpus`` GPUs under a placement policy and return its schedule."""
     servers = {key: _Server(p) for key, p in work.servers.items()}
     remaining = {j.label: float(j.cells) for j in work.jobs}
     ready_at: dict[str, float] = {}
@@ -328,6 +329,7 @@ class Bound:
 
 
 def lower_bound(work: Workload, gpus: int) -> Bound:
+    """A lower bound on the makespan: total GPU work over the GPUs, and the critical path."""
     trainings = {t.label: t for t in work.trainings}
     starts = sum(p.startup_s for key, p in work.servers.items() if any(j.server == key for j in work.jobs))
     total = starts + sum(t.duration_s for t in trainings.values()) + \
@@ -370,6 +372,7 @@ class Estimate:
 
 def estimate(plan: Plan, cluster: Cluster, training: TrainingModel = TrainingModel(),
              bench: Bench | None = None) -> Estimate:
+    """The makespan of a sweep on a cluster: pooled servers against one per base, and the lower bound."""
     bench = bench or load_bench(plan.config.bench)
     work = workload(plan, cluster.gpu, mean_prompt_tokens(bench, plan.config.split, plan.config.conditions), training)
     pool = simulate(work, cluster.gpus, "pool")

@@ -69,6 +69,7 @@ NAMESPACE = "skillsweep"
 
 
 def log(message: str) -> None:
+    """Print a timestamped line of the sweep's log."""
     print(f"[sweep {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
@@ -151,6 +152,7 @@ def _bind_cores(cores: list[int]) -> None:
 
 @ray.remote(max_calls=1)  # a fresh worker per training: its core binding must not outlive it
 def train_task(recipe_path: str, seed: int, out: str, model: str, corpus, cores: list[int]) -> dict:
+    """Ray task: train one recipe with one seed on the given cores, skipped when already trained."""
     _bind_cores(cores)
     corpus_path = corpus.get("corpus") if isinstance(corpus, dict) else corpus
     meta_file = Path(out) / "training_meta.json"
@@ -188,6 +190,7 @@ def generate_task(request: dict, server=None) -> dict:
 
 @ray.remote
 def judge_task(run: str, judge: dict, bench: str, only_unscored: bool) -> dict:
+    """Ray task: judge a run with one judge; a failure returns its error instead of raising."""
     try:
         return run_judging(JudgeRequest(run=run, bench=bench, only_unscored=only_unscored, **judge))
     except Exception as exc:  # one judge failing leaves the others' verdicts standing
@@ -196,12 +199,14 @@ def judge_task(run: str, judge: dict, bench: str, only_unscored: bool) -> dict:
 
 @ray.remote
 def probe_task(request) -> dict:
+    """Ray task: run a probe battery."""
     return run_probe_battery(request)
 
 
 @ray.remote
 def corpus_task(teacher: str, teacher_url: str | None, out: str, bench: str, judge: str | None,
                 judge_api_base: str | None, mode: str, max_tokens: int) -> dict:
+    """Ray task: build the training corpus from a teacher's judged answers."""
     return build_corpus(CorpusRequest(teacher=teacher, teacher_url=teacher_url, out=Path(out), bench=bench,
                                       judge=judge, judge_api_base=judge_api_base, mode=mode,
                                       sampling=Sampling(max_tokens=max_tokens)))
@@ -633,6 +638,7 @@ def _short(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a sweep on the Ray cluster at ``RAY_ADDRESS``: the Ray job's entry point."""
     parser = argparse.ArgumentParser(description="Run a skillsweep sweep on Ray.")
     parser.add_argument("config")
     parser.add_argument("--run", help="run name (default: the config's name)")

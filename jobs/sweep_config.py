@@ -241,6 +241,7 @@ class Plan:
 
 
 def make_plan(config: SweepConfig, bench: Bench | None = None) -> Plan:
+    """A sweep config's plan: its trainings, its targets, and the cells each generates."""
     tasks = len((bench or load_bench(config.bench)).split(config.split))
     trainings, targets = [], []
     for model in config.models:

@@ -74,6 +74,7 @@ def fetch_metrics(base_url: str, timeout_s: float = 5.0) -> EngineSample | None:
 
 
 async def afetch_metrics(client: httpx.AsyncClient, base_url: str) -> EngineSample | None:
+    """One sample of a vLLM server's ``/metrics``, or None when it does not answer."""
     url = base_url.rstrip("/").removesuffix("/v1") + "/metrics"
     try:
         response = await client.get(url)

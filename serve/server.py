@@ -46,6 +46,7 @@ class ServerStartError(SkillsweepError, RuntimeError):
 
 
 def free_port() -> int:
+    """A TCP port free on this host now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
@@ -97,6 +98,7 @@ class ServerSpec:
 
 
 def server_env(spec: ServerSpec) -> dict[str, str]:
+    """The environment a vLLM server starts with: library defaults, CPU binding, preloads, owner."""
     env = dict(os.environ)
     env.update(server_env_defaults(env))
     env.update({"VLLM_CPU_KVCACHE_SPACE": str(spec.kv_cache_gib), "PYTHONUNBUFFERED": "1"})

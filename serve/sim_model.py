@@ -129,6 +129,7 @@ TOKENS_PER_MESSAGE = 4  # chat-template markers around each message
 
 
 def text_tokens(text: str) -> int:
+    """Tokens in a text, estimated from its length in characters."""
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
@@ -155,6 +156,7 @@ def natural_length(key: str, mean: float) -> int:
 
 
 def output_tokens(key: str, max_tokens: int, mean: float) -> int:
+    """The tokens a simulated reply has: its natural length, capped at ``max_tokens``."""
     return min(max_tokens, natural_length(key, mean))
 
 

@@ -45,6 +45,7 @@ def work_run(out: Path) -> Path:
 
 
 def build_corpus(req: CorpusRequest) -> dict:
+    """Build a training corpus: a teacher answers the curated prompts, the ones judged correct are kept."""
     work = work_run(req.out)
     gen = run_generation(GenerateRequest(
         run=str(work), model=req.teacher, url=req.teacher_url, bench=req.bench, split=req.split,

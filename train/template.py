@@ -26,6 +26,7 @@ class TemplatePatchError(SkillsweepError, ValueError):
 
 
 def has_generation_markers(template: str) -> bool:
+    """Whether a chat template marks assistant turns for TRL's assistant-only loss."""
     return bool(_GEN.search(template or ""))
 
 
@@ -88,6 +89,7 @@ def _patch_single_expression(template: str) -> str:
 
 
 def training_template(tokenizer) -> str:
+    """A chat template with generation markers: the tokenizer's own, TRL's, or a generic patch."""
     template = tokenizer.chat_template
     if not template:
         raise TemplatePatchError("the tokenizer has no chat template")

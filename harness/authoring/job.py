@@ -140,6 +140,7 @@ def parse_mix(spec: str) -> dict[str, float]:
 
 
 def task_uid(skill: str, index: int) -> str:
+    """The uid of a skill's ``index``-th authored task (counted from 1 in the uid)."""
     return f"{skill}-t{index + 1:02d}"
 
 
@@ -163,6 +164,7 @@ def _unit(stage: str, skill: str, index: int | None, query_type: str | None, pro
 
 
 def load_declarative(file: Path) -> list[DeclarativeSkill]:
+    """The declarative skills to author tasks for, one per name."""
     return unique_records(file, DeclarativeSkill, "name", "skill")
 
 
@@ -288,6 +290,7 @@ def _task(row: dict, split: str) -> Task:
 
 
 def run_authoring(req: AuthorRequest) -> dict:
+    """Author a bench with a teacher model: tasks per skill, checked and deduplicated; returns a summary."""
     if req.tasks_per_skill < 1:
         raise ValueError(f"tasks per skill must be ≥ 1, got {req.tasks_per_skill}")
     if not 0 <= req.eval_fraction <= 1:

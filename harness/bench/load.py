@@ -119,12 +119,14 @@ def _native_records(file: Path, model, key: str) -> list[tuple[str, str, object]
 
 
 def load_native(folder: Path, name: str | None = None) -> Bench:
+    """A bench from a folder holding ``skills.jsonl`` and ``tasks.jsonl``, checked across records."""
     files = (folder / "skills.jsonl", folder / "tasks.jsonl")
     return _assemble(name or folder.name, _native_records(files[0], Skill, "name"),
                      _native_records(files[1], Task, "uid"), files)
 
 
 def write_native(bench: Bench, folder: Path) -> None:
+    """Write a bench as ``skills.jsonl`` and ``tasks.jsonl`` (the form :func:`load_native` reads)."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "skills.jsonl").open("w") as f:
         for skill in bench.skills.values():

@@ -99,6 +99,7 @@ def _items(text: str) -> list[str]:
 
 
 def judge_yes_no(response: str, expected: str) -> Verdict:
+    """Judge a yes/no answer: the stated answer (else the last sentence) against the expected one."""
     answer, rule = find_answer(response)
     candidate = answer
     if answer is None:
@@ -214,6 +215,7 @@ def _decided(rule: str, answer: str, outcome: bool | None, how: str) -> Verdict:
 
 
 def judge_single_word(response: str, expected: str, options: Sequence[str] = ()) -> Verdict:
+    """Judge a one-word answer against the expected word (and the question's options, if any)."""
     answer, rule = find_answer(response)
     if answer is None:
         return Verdict.undecided(rule, "no answer found")
@@ -221,6 +223,7 @@ def judge_single_word(response: str, expected: str, options: Sequence[str] = ())
 
 
 def judge_ranking(response: str, expected: str, options: Sequence[str] = ()) -> Verdict:
+    """Judge a ranking: the items in the expected order; a different count is undecided."""
     answer, rule = find_answer(response)
     if answer is None:
         return Verdict.undecided(rule, "no answer found")

@@ -108,11 +108,13 @@ class JudgeStats:
 
 
 def verdict_id(cell_id: str, label: str, mode: str) -> str:
+    """A verdict's stable id: the cell, the judge label and mode, and the prompt and extractor versions."""
     key = [cell_id, label, mode, JUDGE_PROMPT_VERSION, EXTRACTOR_VERSION]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
 
 
 def reason_class(reason: str) -> str:
+    """A failure reason's class (the text before its first colon), for counting reasons."""
     return reason.split(":")[0][:60]
 
 
@@ -255,6 +257,7 @@ def _verdict_row(episode: dict, vid: str, req: JudgeRequest, label: str, verdict
 
 
 def default_label(req: JudgeRequest) -> str:
+    """The verdict set's label: the one given, or the mode and the judge model's short name."""
     if req.label:
         return req.label
     if req.mode == Mode.DETERMINISTIC:
@@ -277,6 +280,7 @@ def _check_one_judge(latest: dict[str, dict], label: str, req: JudgeRequest) -> 
 
 
 def run_judging(req: JudgeRequest, progress=None) -> dict:
+    """Judge a run's episodes (deterministically, by an LLM, or both) into its verdicts table; returns a summary."""
     if req.mode not in MODES:
         raise JudgeError(f"mode {req.mode!r}: expected one of {', '.join(MODES)}")
     if req.mode != Mode.DETERMINISTIC and not req.judge_model:

@@ -66,6 +66,7 @@ class ProbeRequest:
 
 
 def probe_prompt(probe: Probe) -> RenderedPrompt:
+    """The messages for a probe: the probe system prompt and the probe's text (no skill block)."""
     messages = ({"role": "system", "content": PROBE_SYSTEM}, {"role": "user", "content": probe.prompt})
     return RenderedPrompt(probe, CONDITION, None, messages)  # a probe stands in for a task
 
@@ -82,6 +83,7 @@ def _rule_row(ep: dict, probe: Probe, column: str, value: bool, rule: str) -> di
 
 
 def rule_scores(ep: dict, probe: Probe) -> list[dict]:
+    """The rule-based scores of one probe episode: format lock, phantom skill block, factual hit."""
     text = ep.get("final") if ep.get("final") is not None else ep.get("response") or ""
     rows = [_rule_row(ep, probe, "format_locked", format_locked(text), "answer-tag"),
             _rule_row(ep, probe, "phantom_skill_block", phantom_skill_block(text), "phantom-patterns")]
@@ -207,6 +209,7 @@ def _targets(req: ProbeRequest, stack: ExitStack, cells_done) -> tuple[list[Targ
 
 
 def run_probe_battery(req: ProbeRequest, progress=None) -> dict:
+    """Run a probe battery against base and adapters, score it by rules, write its table; returns a summary."""
     battery = load_battery(req.battery)
     folder = run_dir(req.run)
     with ExitStack() as stack:
