@@ -183,8 +183,10 @@ def _failure_kind(exc: BaseException) -> str:
     raise exc
 
 
-async def wait_healthy(url: str, wait_s: float = 120.0, poll_s: float = 2.0) -> tuple[str, bool] | None:
-    """The default reconnect: the same address, once it answers again within ``wait_s``."""
+async def wait_healthy(url: str, health: Health | None = None, wait_s: float = 120.0,
+                       poll_s: float = 2.0) -> tuple[str, bool] | None:
+    """The default reconnect (a :data:`Reconnect`, so it takes the lost engine's ``health``, dead or
+    stalled alike): the same address, once it answers again within ``wait_s``."""
     deadline = time.monotonic() + wait_s
     async with httpx.AsyncClient(timeout=poll_s * 2) as client:
         while time.monotonic() < deadline:
