@@ -237,6 +237,7 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                 while queue and len(in_flight) < limit:
                     cell = queue.popleft()
                     t = cell.target
+                    assert t.served_name is not None, "a vLLM target has a served name"
                     call = achat(url, t.served_name, list(cell.prompt.messages), t.sampling)
                     in_flight[asyncio.ensure_future(watch.guard(call))] = (cell, time.time())
                 if not in_flight:
@@ -299,10 +300,12 @@ async def _drive_api(cells: list[Cell], store: RunStore, run: str, stats: Genera
 
     async def one(cell: Cell) -> None:
         t = cell.target
+        model = t.served_name
+        assert model is not None, "an API target is served under its model string"
         started = time.time()
         try:
             completion, _ = await call_with_retries(
-                lambda: achat(None, t.served_name, list(cell.prompt.messages), t.sampling, API_TIMEOUT_S),
+                lambda: achat(None, model, list(cell.prompt.messages), t.sampling, API_TIMEOUT_S),
                 limiter, policy, counters)
         except CallFailed as exc:
             _fail(stats, cell, exc.reason)
@@ -356,6 +359,7 @@ def generate_hf(cells: list[Cell], store: RunStore, run: str, *,
         key = (t.model_path, t.adapter_path)
         if key not in generators:
             generators.clear()  # one model in memory at a time
+            assert t.model_path is not None, "an HF target names its model's path"
             generators[key] = HFGenerator(t.model_path, t.adapter_path)
         began = time.time()
         completion = generators[key].generate(list(cell.prompt.messages), t.sampling)

@@ -13,6 +13,8 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
 
 from harness.bench.model import Bench, QueryType, Skill, Task
 from harness.errors import SkillsweepError
@@ -160,9 +162,22 @@ def condition_names(spec: str | list[str]) -> list[str]:
     return names
 
 
+class TaskLike(Protocol):
+    """What generation reads of a prompt's task: a bench :class:`Task`, or a probe standing in for one."""
+
+    @property
+    def uid(self) -> str: ...
+
+    @property
+    def skill(self) -> str: ...
+
+    @property
+    def query_type(self) -> Enum: ...
+
+
 @dataclass(frozen=True)
 class RenderedPrompt:
-    task: Task
+    task: TaskLike
     condition: str
     skill_block: str | None
     messages: tuple[dict, ...]

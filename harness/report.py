@@ -196,7 +196,7 @@ def effect_sentences(stats: dict) -> list[str]:
             out.append(f"{label}: the curated skill {'raises' if m['delta'] > 0 else 'lowers'} the pass rate ({tail}).")
     for d in stats.get("decomposition", {}).values():
         lo, hi = d.get("delta_lift_ci95") or (None, None)
-        if lo is None:
+        if lo is None or hi is None:
             continue
         verdict = "no detectable SFT lift" if lo <= 0 <= hi else ("an SFT lift" if d["delta_lift"] > 0 else "an SFT loss")
         out.append(f"{d['post']} vs {d['pre']}: {verdict} (Δ-lift = {d['delta_lift']:+.3f}, 95% CI {_ci((lo, hi))}).")

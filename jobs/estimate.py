@@ -143,6 +143,7 @@ def workload(plan: Plan, gpu: str, prompt: float, training: TrainingModel = Trai
         job = Job(target.label, model.label, cells, prompt, out, target.generation.concurrency)
         if target.kind == "adapter":
             t = target.training
+            assert t is not None, "an adapter target carries its training"
             recipe = load_recipe(t.recipe_path)
             partial = recipe.method == "partial"
             trainings.append(Training(target.label, training.duration_s(gpu, params.params, recipe.training.epochs),
@@ -159,12 +160,12 @@ def workload(plan: Plan, gpu: str, prompt: float, training: TrainingModel = Trai
         if not judge.serve:
             left_out.append(f"judge {judge.label} (API model)")
             continue
-        model = next((m for m in config.models if m.base == judge.serve), None)
-        if model is None:
+        judge_model = next((m for m in config.models if m.base == judge.serve), None)
+        if judge_model is None:
             left_out.append(f"judge {judge.label} (served from {judge.serve}, whose size the config does not give)")
             continue
-        key = model.label
-        params = servers.setdefault(key, _size(model, gpu))
+        key = judge_model.label
+        params = servers.setdefault(key, _size(judge_model, gpu))
         for job in generation:
             jobs.append(Job(f"{job.label}/judge {judge.label}", key, job.cells,
                             job.prompt_tokens + job.output_tokens + JUDGE_RUBRIC_TOKENS,

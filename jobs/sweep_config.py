@@ -248,6 +248,7 @@ def make_plan(config: SweepConfig, bench: Bench | None = None) -> Plan:
         if model.api:
             targets.append(PlannedTarget(model.label, model.label, "api", model.generation))
             continue
+        assert model.base is not None, "ModelSpec sets exactly one of base and api"
         if model.include_base:
             targets.append(PlannedTarget(model.label, model.label, "base", model.generation))
         for adapter in model.adapters:

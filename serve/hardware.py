@@ -45,7 +45,7 @@ class CpuInfo:
 @functools.cache
 def cpu_info() -> CpuInfo:
     """This machine's CPU: model name, the cores this process may run on, instruction-set flags."""
-    model, flags = platform.processor() or platform.machine(), frozenset()
+    model, flags = platform.processor() or platform.machine(), frozenset[str]()
     try:
         text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
     except OSError:

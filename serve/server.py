@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 import psutil
@@ -120,11 +121,14 @@ def _state_dir() -> Path:
     return skillsweep_home() / "servers"
 
 
-def server_record(port: int) -> dict | None:
-    """What the server on ``port`` of this machine was started with, if skillsweep started it.
+def server_record(port: int | None) -> dict | None:
+    """What the server on ``port`` of this machine was started with, if skillsweep started it
+    (None for no port: a URL without one).
 
     A record whose process is gone (its owner was killed before it could clean up) is removed:
     the port may now belong to another server."""
+    if port is None:
+        return None
     file = _state_dir() / f"{port}.json"
     try:
         record = json.loads(file.read_text())
@@ -147,7 +151,7 @@ class VLLMServer:
     # Identity of the base model (harness.models.model_identity), for adapter validation.
     base_identity: str | None = None
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
-    _log_file: object = field(default=None, init=False, repr=False)
+    _log_file: IO[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -190,14 +194,16 @@ class VLLMServer:
         return self
 
     def _wait_healthy(self) -> None:
+        proc, log_path = self._proc, self.log_path
+        assert proc is not None and log_path is not None, "start() sets both"
         deadline = time.monotonic() + self.startup_timeout_s
         with httpx.Client(timeout=2.0) as client:
             while True:
-                code = self._proc.poll()
+                code = proc.poll()
                 if code is not None:
                     raise ServerStartError(
                         f"vLLM server for {self.spec.model!r} exited with code {code} during startup",
-                        self.log_tail(), self.log_path)
+                        self.log_tail(), log_path)
                 try:
                     if client.get(self.base_url + "/health").status_code == 200:
                         return
@@ -206,7 +212,7 @@ class VLLMServer:
                 if time.monotonic() > deadline:
                     raise ServerStartError(
                         f"vLLM server for {self.spec.model!r} not healthy after "
-                        f"{self.startup_timeout_s:.0f}s", self.log_tail(), self.log_path)
+                        f"{self.startup_timeout_s:.0f}s", self.log_tail(), log_path)
                 time.sleep(0.5)
 
     def running(self) -> bool:
@@ -222,9 +228,11 @@ class VLLMServer:
         return fetch_metrics(self.base_url)
 
     def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None:
+            return ""
         try:
             text = self.log_path.read_text(errors="replace")
-        except (OSError, AttributeError):
+        except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 

@@ -155,7 +155,7 @@ def split_of(skill: str, n: int, eval_fraction: float, seed: int) -> dict[str, s
     return {u: ("eval" if i < n_eval else "train") for i, u in enumerate(uids)}
 
 
-def _unit(stage: str, skill: str, index: int | None, query_type: str | None, prompt, schema: dict,
+def _unit(stage: Literal["rewrite", "task"], skill: str, index: int | None, query_type: str | None, prompt, schema: dict,
           messages: list[dict], teacher: str) -> Unit:
     p_hash = prompt_hash(messages)
     key = [stage, skill, index, p_hash, schema_hash(schema), teacher]
@@ -224,7 +224,7 @@ class Author:
             return self.done[unit.id]
         self.stats.called += 1
         errors: list[str] = []
-        usage = Counter()
+        usage: Counter[str] = Counter()
         output, attempt = None, 0
         for attempt in range(1, self.req.max_attempts + 1):
             try:

@@ -38,11 +38,13 @@ def judge(
     `rejudge` is the same command: a new --judge-model and --label add a verdict set beside the old."""
     from harness.judging.fanout import RetryPolicy
     from harness.judging.job import JudgeRequest, run_judging
+    from harness.judging.verdict import MODES, Mode
 
     judge_model = deprecated(judge_old, judge_model, "--judge", "--judge-model")
+    require(mode in MODES, "--mode", mode, "one of " + ", ".join(MODES))
     positive(concurrency=concurrency, max_attempts=max_attempts)
     require(timeout > 0, "--timeout", timeout, "seconds > 0")
-    request = JudgeRequest(run=run, mode=mode, label=label, judge_model=judge_model, api_base=api_base,
+    request = JudgeRequest(run=run, mode=Mode(mode), label=label, judge_model=judge_model, api_base=api_base,
                            concurrency=concurrency, policy=RetryPolicy(max_attempts=max_attempts, timeout_s=timeout),
                            only_unscored=only_unscored, bench=bench, json_schema=json_schema)
     with refusing(ValueError, FileNotFoundError):

@@ -101,6 +101,7 @@ def serve(
                 err.print(f"[yellow]warning:[/] {escape(report.describe())}", highlight=False)
         console.print(table)
         # Stable lines for scripts that start the server and parse where it is.
+        assert serving.registry is not None, "start() made it"
         print(f"endpoint: {server.api_base}", flush=True)
         print(f"served: {' '.join(r for r in [name, *(a.served_name for a in serving.registry.list())])}", flush=True)
         print(f"log: {server.log_path}", flush=True)

@@ -7,6 +7,8 @@ given per condition.
 
 from __future__ import annotations
 
+from typing import cast
+
 import polars as pl
 
 
@@ -25,7 +27,9 @@ def cohen_kappa(a: list[bool], b: list[bool]) -> float | None:
 
 
 def _delta(frame: pl.DataFrame, column: str) -> float | None:
-    rates = {c: frame.filter(pl.col("condition") == c)[column].mean() for c in ("baseline", "curated")}
+    # polars types Series.mean() as any Python value; on this numeric column it is a float or None.
+    rates = {c: cast("float | None", frame.filter(pl.col("condition") == c)[column].mean())
+             for c in ("baseline", "curated")}
     if rates["baseline"] is None or rates["curated"] is None:
         return None
     return float(rates["curated"]) - float(rates["baseline"])

@@ -20,7 +20,8 @@ uncertain cells to the LLM judge.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 from harness.bench.model import QueryType
 from harness.judging.verdict import Verdict
@@ -70,7 +71,7 @@ def _last_sentence(response: str) -> str:
     return clean(sentences[-1]) if sentences else ""
 
 
-def yes_no(text: str) -> str | None | bool:
+def yes_no(text: str) -> str | None | Literal[False]:
     """'yes'/'no' for an answer text; None when it has neither; False when it claims both."""
     words = re.findall(r"[a-z]+", text.lower())
     if not words:
@@ -144,7 +145,7 @@ def question_options(question: str) -> list[str]:
     group, has_or = quoted[:1], False
     for prev, cur in zip(quoted, quoted[1:] + [None], strict=True):
         sep = _QUOTE_SEP.match(question[prev.end():cur.start()]) if cur else None
-        if sep:
+        if sep and cur is not None:  # sep implies cur
             group.append(cur)
             has_or = has_or or bool(sep.group(1))
             continue
@@ -238,7 +239,7 @@ def judge_ranking(response: str, expected: str, options: Sequence[str] = ()) -> 
     return Verdict(ok, float(ok), rule, answer)
 
 
-_BY_TYPE = {
+_BY_TYPE: dict[QueryType, Callable[..., Verdict]] = {
     QueryType.YES_NO: judge_yes_no,
     QueryType.YES_NO_VERIFICATION: judge_yes_no,
     QueryType.SINGLE_WORD: judge_single_word,

@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import polars as pl
 
@@ -134,10 +135,13 @@ class LLMJudge:
 
     def __init__(self, req: JudgeRequest, stats: JudgeStats, calls: RunStore):
         self.req, self.stats, self.calls = req, stats, calls
+        if not req.judge_model:
+            raise JudgeError(f"mode {req.mode!r} needs a judge model")
+        self.model: str = req.judge_model
         self.limiter = AdaptiveLimiter(req.concurrency)
         # A local engine gets no wall-clock cap per call (harness.client.NO_TIMEOUT_S): a busy
         # CPU judge is slow, not broken, and a timed-out call would only be made again.
-        self.local = is_local_engine(req.judge_model)
+        self.local = is_local_engine(self.model)
         self.policy = replace(req.policy, timeout_s=None) if self.local else req.policy
         # Set (inside the event loop) for a local engine with a known address: its watch decides
         # when a call is abandoned, and its queue sets how many calls are in flight.
@@ -145,11 +149,11 @@ class LLMJudge:
         self._check_credentials()
 
     def _check_credentials(self) -> None:
-        require_credentials(self.req.judge_model, "judge", "SKILLSWEEP_JUDGE_API_KEY")
+        require_credentials(self.model, "judge", "SKILLSWEEP_JUDGE_API_KEY")
 
     def _kwargs(self, messages: list[dict]) -> dict:
         req = self.req
-        kwargs = dict(model=req.judge_model, messages=messages, temperature=0.0, max_tokens=req.max_tokens,
+        kwargs: dict[str, Any] = dict(model=req.judge_model, messages=messages, temperature=0.0, max_tokens=req.max_tokens,
                       timeout=self.policy.timeout_s or NO_TIMEOUT_S, max_retries=0, num_retries=0)
         if req.api_base:
             kwargs["api_base"] = req.api_base
@@ -183,7 +187,7 @@ class LLMJudge:
                 usage["attempts"] += exc.attempts
                 self._log_call(vid, "failed", exc.attempts, None, time.perf_counter() - started, exc.reason)
                 self.stats.llm_call_failed += 1
-                return Verdict.unscored(self.req.judge_model, f"judge call failed: {exc.reason}"), usage
+                return Verdict.unscored(self.model, f"judge call failed: {exc.reason}"), usage
             usage["attempts"] += attempts
             elapsed = time.perf_counter() - started
             usage["latency_s"] += elapsed
@@ -198,9 +202,9 @@ class LLMJudge:
                     self.stats.parse_retries += 1
                 continue
             self._log_call(vid, "ok", attempts, response, elapsed, None)
-            return Verdict(reply.conclusion_reached, reply.score, self.req.judge_model,
+            return Verdict(reply.conclusion_reached, reply.score, self.model,
                            rationale=reply.rationale, criteria_met=tuple(reply.criteria_met)), usage
-        return Verdict.unscored(self.req.judge_model, f"unparseable judge reply after retry: {last_error}"), usage
+        return Verdict.unscored(self.model, f"unparseable judge reply after retry: {last_error}"), usage
 
     @staticmethod
     def _add_usage(usage: dict, response) -> None:
@@ -229,7 +233,8 @@ def _extract(req: JudgeRequest, ep: dict, task) -> Verdict | None:
     """The extractor's verdict for a cell it may judge in this mode; None where it has no say."""
     if task is None or _uses_llm(req.mode, ep["query_type"]) or QueryType(ep["query_type"]) not in DETERMINISTIC_TYPES:
         return None
-    response = ep.get("final") if ep.get("final") is not None else ep.get("response") or ""
+    final = ep.get("final")
+    response = final if final is not None else ep.get("response") or ""
     return judge_deterministic(ep["query_type"], response, task.expected, question_options(task.question))
 
 
@@ -262,6 +267,7 @@ def default_label(req: JudgeRequest) -> str:
         return req.label
     if req.mode == Mode.DETERMINISTIC:
         return "deterministic"
+    assert req.judge_model is not None, "an LLM mode has a judge model (run_judging checks)"
     return f"{req.mode}:{req.judge_model.split('/')[-1]}"
 
 
@@ -320,13 +326,15 @@ def run_judging(req: JudgeRequest, progress=None) -> dict:
 
         async def one(vid: str, ep: dict) -> None:
             task = tasks.get(ep["task_uid"])
-            response = ep.get("final") if ep.get("final") is not None else ep.get("response") or ""
+            final = ep.get("final")
+            response = final if final is not None else ep.get("response") or ""
             escalated = extracted[vid] if _escalates(req, extracted[vid]) else None
             llm = _uses_llm(req.mode, ep["query_type"]) or escalated is not None
             usage: dict = {}
             if task is None:
                 verdict = Verdict.unscored("none", f"task {ep['task_uid']} is not in bench {bench.name}")
             elif llm:
+                assert judge is not None, "needs_llm covers every cell an LLM judges"
                 stats.llm_verdicts += 1
                 verdict, usage = await judge.judge(vid, judge_messages(
                     question=task.question, passage=task.passage, expected=task.expected,
@@ -335,13 +343,15 @@ def run_judging(req: JudgeRequest, progress=None) -> dict:
             elif req.mode == Mode.DETERMINISTIC and QueryType(ep["query_type"]) not in DETERMINISTIC_TYPES:
                 verdict = Verdict.unscored("none", "free-form answers need an LLM judge (mode deterministic)")
             else:
-                verdict = extracted[vid]
+                found = extracted[vid]
+                assert found is not None, "the extractor has a verdict for every other cell"
+                verdict = found
             store.append(_verdict_row(ep, vid, req, label, verdict, usage, llm, escalated))
             stats.judged += 1
             stats.cost_usd += usage.get("cost_usd", 0.0) or 0.0
             if verdict.passed is None:
                 stats.unscored += 1
-                stats.unscored_reasons[reason_class(verdict.unscored_reason)] += 1
+                stats.unscored_reasons[reason_class(verdict.unscored_reason or "")] += 1
             elif verdict.passed:
                 stats.passed += 1
             else:

@@ -121,7 +121,7 @@ def model_stats(paired: Paired, n_boot: int = N_BOOT, seed: int = 0) -> dict:
         "n": n,
         "baseline": {"passed": int(bl.sum()), "rate": rate(bl)},
         "curated": {"passed": int(cu.sum()), "rate": rate(cu)},
-        "delta": rate(cu) - rate(bl) if n else None,
+        "delta": float(cu.mean()) - float(bl.mean()) if n else None,
         "mcnemar": mcnemar(a, b, c, d).as_dict(),
         "delta_ci95": delta_ci(bl, cu, n_boot, seed),
         "unscored_excluded": paired.unscored_excluded,
