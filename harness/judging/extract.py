@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from itertools import zip_longest
 from typing import Literal
 
 from harness.bench.model import QueryType
@@ -143,7 +144,7 @@ def question_options(question: str) -> list[str]:
     options: list[str] = []
     quoted = list(_QUOTED.finditer(question))
     group, has_or = quoted[:1], False
-    for prev, cur in zip(quoted, quoted[1:] + [None], strict=True):
+    for prev, cur in zip_longest(quoted, quoted[1:]):  # the last quote pairs with None
         sep = _QUOTE_SEP.match(question[prev.end():cur.start()]) if cur else None
         if sep and cur is not None:  # sep implies cur
             group.append(cur)
