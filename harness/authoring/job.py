@@ -155,8 +155,8 @@ def split_of(skill: str, n: int, eval_fraction: float, seed: int) -> dict[str, s
     return {u: ("eval" if i < n_eval else "train") for i, u in enumerate(uids)}
 
 
-def _unit(stage: Literal["rewrite", "task"], skill: str, index: int | None, query_type: str | None, prompt, schema: dict,
-          messages: list[dict], teacher: str) -> Unit:
+def _unit(stage: Literal["rewrite", "task"], skill: str, index: int | None, query_type: str | None, prompt,
+          schema: dict, messages: list[dict], teacher: str) -> Unit:
     p_hash = prompt_hash(messages)
     key = [stage, skill, index, p_hash, schema_hash(schema), teacher]
     uid = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]

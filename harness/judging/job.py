@@ -153,8 +153,9 @@ class LLMJudge:
 
     def _kwargs(self, messages: list[dict]) -> dict:
         req = self.req
-        kwargs: dict[str, Any] = dict(model=req.judge_model, messages=messages, temperature=0.0, max_tokens=req.max_tokens,
-                      timeout=self.policy.timeout_s or NO_TIMEOUT_S, max_retries=0, num_retries=0)
+        kwargs: dict[str, Any] = dict(model=req.judge_model, messages=messages, temperature=0.0,
+                                      max_tokens=req.max_tokens, timeout=self.policy.timeout_s or NO_TIMEOUT_S,
+                                      max_retries=0, num_retries=0)
         if req.api_base:
             kwargs["api_base"] = req.api_base
         key = os.environ.get("SKILLSWEEP_JUDGE_API_KEY")
