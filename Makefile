@@ -64,14 +64,19 @@ system-demo:
 system-test:
 	$(call apt_ensure,$(TEST_DEBS))
 
-# The import layers first (pyproject.toml [tool.importlinter]; seconds), then the suite.
+# The static checks first (configured in pyproject.toml; README, Development): the import
+# layers, ruff, mypy (a minute on a clean checkout, seconds with its cache); then the suite.
+LINT_PATHS := harness train serve jobs tests
 test: $(STAMP) system-test
 	$(BIN)/lint-imports
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -rs
 
 # The tier without a vLLM server, a Ray head, a training or a deliberate wait (markers in
 # pyproject.toml; README, Development): seconds, for the edit-test loop. CI runs `make test`.
 test-fast: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q -rs -m "not vllm and not ray and not training and not slow"
 
 clean-venv:

@@ -49,6 +49,7 @@ def normalize_url(url: str) -> str:
 
 
 def build_messages(prompt: str, system: str | None = None, history: list[dict] | None = None) -> list[dict]:
+    """Chat messages for one user prompt: the system message if any, earlier turns, then the prompt."""
     messages = [{"role": "system", "content": system}] if system else []
     return messages + list(history or []) + [{"role": "user", "content": prompt}]
 
@@ -97,15 +98,17 @@ def _completion(response, started: float) -> Completion:
     )
 
 
-def chat(url: str, model: str, messages: list[dict], sampling: Sampling = Sampling(),
+def chat(url: str | None, model: str, messages: list[dict], sampling: Sampling = Sampling(),
          timeout_s: float | None = None) -> Completion:
+    """One chat completion through litellm, from the server at ``url`` (None: the model's provider), timed."""
     litellm = quiet_litellm()
     started = time.perf_counter()
     return _completion(litellm.completion(**_request(url, model, messages, sampling, timeout_s)), started)
 
 
-async def achat(url: str, model: str, messages: list[dict], sampling: Sampling = Sampling(),
+async def achat(url: str | None, model: str, messages: list[dict], sampling: Sampling = Sampling(),
                 timeout_s: float | None = None) -> Completion:
+    """The asynchronous :func:`chat`, for fanning out many requests at once."""
     litellm = quiet_litellm()
     started = time.perf_counter()
     return _completion(await litellm.acompletion(**_request(url, model, messages, sampling, timeout_s)), started)

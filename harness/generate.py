@@ -22,10 +22,18 @@ import httpx
 from harness.bench.model import Bench
 from harness.client import API_TIMEOUT_S, Completion, Sampling, achat
 from harness.hf_backend import HFGenerator
-from harness.retry import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries, classify, failure_kind
 from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker, stderr_line
 from harness.prompts import PROMPT_VERSION, RenderedPrompt, render
 from harness.provenance import versions_string
+from harness.retry import (
+    AdaptiveLimiter,
+    CallFailed,
+    FanoutCounters,
+    RetryPolicy,
+    call_with_retries,
+    classify,
+    failure_kind,
+)
 from harness.runstore import RunStore
 from harness.schema import EPISODE_TYPES, row
 from serve.engine_watch import EngineLost, EngineWatch, Health, WatchPolicy, afetch_metrics, next_limit
@@ -68,6 +76,7 @@ class Cell:
 
 
 def cell_id(target: Target, prompt: RenderedPrompt) -> str:
+    """A cell's stable id: what it asks of which weights by which path, so a rerun finds it done."""
     key = {
         "base_model": target.base_model,
         "adapter_hash": target.adapter_hash,
@@ -80,6 +89,7 @@ def cell_id(target: Target, prompt: RenderedPrompt) -> str:
 
 
 def plan(bench: Bench, split: str, conditions: list[str], targets: list[Target]) -> list[Cell]:
+    """Every cell of a generation: each target times each task of the split times each condition."""
     cells = []
     for target in targets:
         for task in bench.split(split):
@@ -98,6 +108,7 @@ def split_think(text: str) -> tuple[str | None, str]:
 
 
 def episode_row(run: str, cell: Cell, completion: Completion, started_at: float) -> dict:
+    """The episodes-table row for one cell's completion: what was asked, of what, and the reply."""
     t, p = cell.target, cell.prompt
     think, final = split_think(completion.text)
     return row(EPISODE_TYPES, {
@@ -166,8 +177,10 @@ Progress = Callable[[GenerationStats], None]
 Reconnect = Callable[[str, Health], Awaitable["tuple[str, bool] | None"]]
 
 
-async def wait_healthy(url: str, wait_s: float = 120.0, poll_s: float = 2.0) -> tuple[str, bool] | None:
-    """The default reconnect: the same address, once it answers again within ``wait_s``."""
+async def wait_healthy(url: str, health: Health | None = None, wait_s: float = 120.0,
+                       poll_s: float = 2.0) -> tuple[str, bool] | None:
+    """The default reconnect (a :data:`Reconnect`, so it takes the lost engine's ``health``, dead or
+    stalled alike): the same address, once it answers again within ``wait_s``."""
     deadline = time.monotonic() + wait_s
     async with httpx.AsyncClient(timeout=poll_s * 2) as client:
         while time.monotonic() < deadline:
@@ -218,6 +231,7 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                 while queue and len(in_flight) < limit:
                     cell = queue.popleft()
                     t = cell.target
+                    assert t.served_name is not None, "a vLLM target has a served name"
                     call = achat(url, t.served_name, list(cell.prompt.messages), t.sampling)
                     in_flight[asyncio.ensure_future(watch.guard(call))] = (cell, time.time())
                 if not in_flight:
@@ -280,10 +294,12 @@ async def _drive_api(cells: list[Cell], store: RunStore, run: str, stats: Genera
 
     async def one(cell: Cell) -> None:
         t = cell.target
+        model = t.served_name
+        assert model is not None, "an API target is served under its model string"
         started = time.time()
         try:
             completion, _ = await call_with_retries(
-                lambda: achat(None, t.served_name, list(cell.prompt.messages), t.sampling, API_TIMEOUT_S),
+                lambda: achat(None, model, list(cell.prompt.messages), t.sampling, API_TIMEOUT_S),
                 limiter, policy, counters)
         except CallFailed as exc:
             _fail(stats, cell, exc.reason)
@@ -337,6 +353,7 @@ def generate_hf(cells: list[Cell], store: RunStore, run: str, *,
         key = (t.model_path, t.adapter_path)
         if key not in generators:
             generators.clear()  # one model in memory at a time
+            assert t.model_path is not None, "an HF target names its model's path"
             generators[key] = HFGenerator(t.model_path, t.adapter_path)
         began = time.time()
         completion = generators[key].generate(list(cell.prompt.messages), t.sampling)

@@ -11,13 +11,13 @@ from urllib.parse import urlparse
 from harness.bench import bench_spec, load_bench
 from harness.client import Sampling
 from harness.generate import Backend, GenerationStats, Progress, Reconnect, Target, generate_hf, generate_vllm, plan
-from harness.models import resolve, short_name
+from harness.models import ResolvedModel, resolve, short_name
 from harness.naming import target_label
 from harness.progress import DEFAULT_EVERY_S
 from harness.prompts import PROMPT_VERSION, condition_names
 from harness.provenance import git_commit, package_versions
 from harness.runstore import RunStore, run_dir
-from serve.adapters import inspect_adapter, served_name
+from serve.adapters import AdapterInfo, inspect_adapter, served_name
 from serve.hardware import has_cuda, serving_dtype
 from serve.registry import AdapterRegistry
 from serve.server import server_record
@@ -69,6 +69,7 @@ class GenerationSummary:
 
 def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
     """Generate against a running server; ``req.model`` is a served name there."""
+    assert req.url is not None, "the caller checks"
     registry = AdapterRegistry.connect(req.url)
     served = registry.resolve_name(req.model, allow_base=True)
     base_label = registry.base_served_name
@@ -85,7 +86,7 @@ def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
     return [target], {"server": record}
 
 
-def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
+def _targets_local(req: GenerateRequest) -> tuple[list[Target], ResolvedModel, list[AdapterInfo]]:
     """Targets for a model this job serves itself (vLLM) or loads itself (HF). Known before
     anything starts, so a finished run is recognised without starting a server."""
     base = resolve(req.model)
@@ -98,7 +99,7 @@ def _targets_local(req: GenerateRequest) -> tuple[list[Target], object, list]:
     if req.include_base or not infos:
         targets.append(Target(label, base.identity, req.backend, req.sampling,
                               served_name=None if hf else label, model_path=base.location, dtype=dtype))
-    for (alias, _), info in zip(req.adapters, infos):
+    for (alias, _), info in zip(req.adapters, infos, strict=True):
         targets.append(Target(target_label(label, alias), base.identity, req.backend, req.sampling,
                               adapter_name=alias, adapter_hash=info.content_hash,
                               served_name=None if hf else served_name(alias, info),
@@ -111,13 +112,16 @@ def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: Exit
     spec = server_spec(base, short_name(req.model), req.adapters, lora_ranks=[i.rank for i in infos],
                        max_model_len=req.max_model_len, dtype=targets[0].dtype or "auto", cpu_bind=req.cpu_bind)
     serving = stack.enter_context(Serving(base, spec))
-    preflight = {loaded.served_name: {"differing": report.differing, "probes": report.probes}
-                 for loaded, report in serving.load_all(req.adapters)}
+    preflight = {}
+    for loaded, report in serving.load_all(req.adapters):
+        assert report is not None, "load_all preflights unless told not to"
+        preflight[loaded.served_name] = {"differing": report.differing, "probes": report.probes}
     return [replace(t, url=serving.api_base) for t in targets], {"server": spec.engine_args(), "preflight": preflight}
 
 
 def run_generation(req: GenerateRequest, progress: Progress | None = None,
                    reconnect: Reconnect | None = None) -> GenerationSummary:
+    """Generate a run's episodes for its targets (vLLM, HF or an API), resuming what is done; returns a summary."""
     bench = load_bench(req.bench)
     bench.split(req.split)  # an unknown or empty split fails here, before anything starts
     conditions = condition_names(req.conditions)

@@ -52,6 +52,7 @@ def _task_info(tasks_json: Path | None) -> dict[str, dict]:
 def import_skillmix(episodes_json: Path, out: str | Path, *, model_label: str, judge_label: str, mode: str,
                     tasks_json: Path | None = None, size: str | None = None, base: str | None = None,
                     stage: str | None = None) -> dict:
+    """Import skillmix episodes and their verdicts as a run this harness can analyse; returns a summary."""
     try:
         records = json.loads(Path(episodes_json).read_text())
     except (OSError, ValueError) as exc:

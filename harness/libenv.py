@@ -37,6 +37,7 @@ def server_env_defaults(env: dict[str, str]) -> dict[str, str]:
 
 
 def apply_env_defaults() -> None:
+    """Set the library defaults in the environment, leaving any the user has set."""
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
 

@@ -18,6 +18,7 @@ class PathMismatch(SkillsweepError, ValueError):
 
 
 def path_of(frame: pl.DataFrame) -> dict[str, list]:
+    """The values of each generation-path column in a frame (backend, dtype, sampling)."""
     return {c: sorted(frame.get_column(c).unique().to_list(), key=str) for c in PATH_COLUMNS if c in frame.columns}
 
 

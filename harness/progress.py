@@ -46,6 +46,7 @@ def progress_line(label: str, what: str, snap: Snapshot, elapsed_s: float) -> st
 
 
 def stderr_line(text: str) -> None:
+    """Print one progress line on stderr, at once."""
     print(text, file=sys.stderr, flush=True)
 
 

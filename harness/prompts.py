@@ -13,6 +13,8 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
 
 from harness.bench.model import Bench, QueryType, Skill, Task
 from harness.errors import SkillsweepError
@@ -38,6 +40,7 @@ _FORMAT = {
 
 
 def skill_block(skill: Skill) -> str:
+    """A skill as the model reads it in a system prompt: description, procedure, constraints, examples."""
     lines = [f"## Skill: {skill.name} ({skill.category})", skill.description]
     if skill.when_to_use:
         lines += ["", f"When to use: {skill.when_to_use}"]
@@ -52,6 +55,7 @@ def skill_block(skill: Skill) -> str:
 
 
 def user_message(task: Task) -> str:
+    """The user turn for a task: its passage if any, the question, and the answer format."""
     parts = [f"Passage:\n{task.passage}"] if task.passage else []
     parts += [f"Question: {task.question}", _FORMAT[task.query_type]]
     return "\n\n".join(parts)
@@ -64,6 +68,7 @@ ROUTING_HEADER = (
 
 
 def routing_block(skills: list[Skill]) -> str:
+    """The system prompt's block offering several skills for the model to choose from."""
     return "\n\n".join([ROUTING_HEADER] + [skill_block(s) for s in skills])
 
 
@@ -74,6 +79,7 @@ CONDITIONS: dict[str, ConditionFn] = {}
 
 
 def register_condition(name: str) -> Callable[[ConditionFn], ConditionFn]:
+    """Decorator registering a prompt condition under ``name`` (see :data:`CONDITIONS`)."""
     def decorate(fn: ConditionFn) -> ConditionFn:
         CONDITIONS[name] = fn
         return fn
@@ -141,6 +147,7 @@ _register_routing("routing")
 
 
 def condition_names(spec: str | list[str]) -> list[str]:
+    """The condition names in a spec (comma-separated or a list), checked: known, unique, at least one."""
     names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
     for name in names:
         if name not in CONDITIONS:
@@ -155,9 +162,22 @@ def condition_names(spec: str | list[str]) -> list[str]:
     return names
 
 
+class TaskLike(Protocol):
+    """What generation reads of a prompt's task: a bench :class:`Task`, or a probe standing in for one."""
+
+    @property
+    def uid(self) -> str: ...
+
+    @property
+    def skill(self) -> str: ...
+
+    @property
+    def query_type(self) -> Enum: ...
+
+
 @dataclass(frozen=True)
 class RenderedPrompt:
-    task: Task
+    task: TaskLike
     condition: str
     skill_block: str | None
     messages: tuple[dict, ...]
@@ -168,11 +188,13 @@ class RenderedPrompt:
 
 
 def prompt_hash(messages) -> str:
+    """A hash of the exact messages sent, so a changed prompt is a new cell."""
     blob = json.dumps(list(messages), sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
 def render(bench: Bench, task: Task, condition: str) -> RenderedPrompt:
+    """The messages for a task under a condition: the solver prompt, the condition's skill block, the task."""
     if condition not in CONDITIONS:
         condition_names([condition])
     chosen = CONDITIONS[condition](bench, task)

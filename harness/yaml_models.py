@@ -24,6 +24,7 @@ Seeds = Annotated[list[Annotated[int, Field(ge=0)]], AfterValidator(_unique)]
 
 
 def load_yaml_model(path: str | Path, model: type[M], error: type[Exception], what: str) -> M:
+    """A YAML file validated as a pydantic model; errors name the file and the first bad field."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_bytes().decode("utf-8"))

@@ -120,6 +120,7 @@ def _offline(model_path: str, dtype: str, prompts, sampling: Sampling, max_model
 
 
 def main() -> None:
+    """Measure the harness, a bare async client and vLLM's offline engine on the same cells; write the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="local:smollm2-135m-instruct")
     parser.add_argument("--bench", default="builtin")

@@ -55,6 +55,7 @@ def _path_figures(summary, wall_total: float, dtype: str | None) -> dict:
 
 
 def main() -> None:
+    """Measure generation throughput on the vLLM and HF paths over the same cells; write the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="local:smollm2-135m-instruct")
     parser.add_argument("--bench", default="builtin")

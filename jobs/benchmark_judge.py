@@ -20,6 +20,7 @@ from pathlib import Path
 from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
 from harness.judging.job import JudgeRequest, run_judging
+from harness.judging.verdict import Mode
 from harness.models import resolve
 from serve.server import COMPACT_JSON_ARGS
 from serve.serving import Serving, server_spec
@@ -28,6 +29,7 @@ OUT = Path("results/benchmarks/judge.json")
 
 
 def main() -> None:
+    """Measure judging throughput, async fan-out against one call at a time, on a local judge server."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="local:tiny-qwen3")
     parser.add_argument("--split", default="all")
@@ -45,7 +47,7 @@ def main() -> None:
                                        sampling=Sampling(max_tokens=48)))
         for name, concurrency in (("sequential", 1), ("fanout", args.concurrency)):
             started = time.perf_counter()
-            summary = run_judging(JudgeRequest(run=run, mode="llm-only", judge_model="hosted_vllm/judge",
+            summary = run_judging(JudgeRequest(run=run, mode=Mode.LLM_ONLY, judge_model="hosted_vllm/judge",
                                                api_base=server.api_base, label=name, concurrency=concurrency))
             wall = time.perf_counter() - started
             stats = summary.stats

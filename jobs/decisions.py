@@ -78,6 +78,7 @@ COUNTERS = ("timed_out", "requeued", "regenerated", "failed", "retried", "engine
 
 
 def add_generation_counts(counts: dict, summary: GenerationSummary) -> None:
+    """Add a generation summary's counts (timeouts, retries, engine losses, ...) to running totals."""
     for key in ("timed_out", "requeued", "failed", "retried", "engine_losses", "engine_restarts"):
         counts[key] = counts.get(key, 0) + getattr(summary.stats, key)
     counts["regenerated"] = counts.get("regenerated", 0) + summary.regenerated

@@ -33,8 +33,16 @@ from harness.bench.model import Bench
 from harness.errors import SkillsweepError
 from harness.prompts import render
 from jobs.sweep_config import Plan
-from serve.sim_model import GPUS, EngineParams, TrainingModel, decode_rate, engine_params, expected_output_tokens, \
-    parse_size, prompt_tokens
+from serve.sim_model import (
+    GPUS,
+    EngineParams,
+    TrainingModel,
+    decode_rate,
+    engine_params,
+    expected_output_tokens,
+    parse_size,
+    prompt_tokens,
+)
 from train.recipe import load_recipe
 
 Policy = Literal["pool", "one-per-base"]
@@ -135,6 +143,7 @@ def workload(plan: Plan, gpu: str, prompt: float, training: TrainingModel = Trai
         job = Job(target.label, model.label, cells, prompt, out, target.generation.concurrency)
         if target.kind == "adapter":
             t = target.training
+            assert t is not None, "an adapter target carries its training"
             recipe = load_recipe(t.recipe_path)
             partial = recipe.method == "partial"
             trainings.append(Training(target.label, training.duration_s(gpu, params.params, recipe.training.epochs),
@@ -151,12 +160,12 @@ def workload(plan: Plan, gpu: str, prompt: float, training: TrainingModel = Trai
         if not judge.serve:
             left_out.append(f"judge {judge.label} (API model)")
             continue
-        model = next((m for m in config.models if m.base == judge.serve), None)
-        if model is None:
+        judge_model = next((m for m in config.models if m.base == judge.serve), None)
+        if judge_model is None:
             left_out.append(f"judge {judge.label} (served from {judge.serve}, whose size the config does not give)")
             continue
-        key = model.label
-        params = servers.setdefault(key, _size(model, gpu))
+        key = judge_model.label
+        params = servers.setdefault(key, _size(judge_model, gpu))
         for job in generation:
             jobs.append(Job(f"{job.label}/judge {judge.label}", key, job.cells,
                             job.prompt_tokens + job.output_tokens + JUDGE_RUBRIC_TOKENS,
@@ -203,6 +212,7 @@ def _rates(server: _Server, jobs: list[Job], remaining: dict[str, float], t: flo
 
 def simulate(work: Workload, gpus: int, policy: Policy = "pool", dt: float = 0.5,
              max_s: float = 30 * 24 * 3600) -> Schedule:
+    """Simulate the sweep on ``gpus`` GPUs under a placement policy and return its schedule."""
     servers = {key: _Server(p) for key, p in work.servers.items()}
     remaining = {j.label: float(j.cells) for j in work.jobs}
     ready_at: dict[str, float] = {}
@@ -320,6 +330,7 @@ class Bound:
 
 
 def lower_bound(work: Workload, gpus: int) -> Bound:
+    """A lower bound on the makespan: total GPU work over the GPUs, and the critical path."""
     trainings = {t.label: t for t in work.trainings}
     starts = sum(p.startup_s for key, p in work.servers.items() if any(j.server == key for j in work.jobs))
     total = starts + sum(t.duration_s for t in trainings.values()) + \
@@ -362,6 +373,7 @@ class Estimate:
 
 def estimate(plan: Plan, cluster: Cluster, training: TrainingModel = TrainingModel(),
              bench: Bench | None = None) -> Estimate:
+    """The makespan of a sweep on a cluster: pooled servers against one per base, and the lower bound."""
     bench = bench or load_bench(plan.config.bench)
     work = workload(plan, cluster.gpu, mean_prompt_tokens(bench, plan.config.split, plan.config.conditions), training)
     pool = simulate(work, cluster.gpus, "pool")

@@ -138,6 +138,7 @@ class LocalHead:
 
 def submit_sweep(config: Path, *, run_name: str | None, resume: bool, out: Path, address: str | None,
                  echo=print) -> int:
+    """Submit a sweep as a Ray job (starting a local head if none answers), follow its log; 0 when it succeeded."""
     use_token_auth()  # before Ray is imported: it reads the auth mode at import
     from ray.job_submission import JobStatus, JobSubmissionClient
 

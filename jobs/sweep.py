@@ -28,6 +28,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import ray
@@ -37,16 +38,24 @@ from harness.client import Sampling
 from harness.generate import Target
 from harness.generation_job import GenerateRequest, GenerationSummary, run_generation
 from harness.judging.job import JudgeRequest, JudgingSummary, run_judging
+from harness.judging.verdict import Mode
 from harness.libenv import apply_env_defaults
 from harness.models import resolve
 from harness.naming import adapter_alias, adapter_folder
 from harness.probes.job import ProbeRequest, run_probe_battery
 from harness.report import render_report
 from harness.runstore import update_manifest
-from jobs.decisions import (COUNTERS, MAX_GENERATION_ATTEMPTS, add_generation_counts, after_generation,
-                            after_judging, target_complete, with_history)
+from jobs.decisions import (
+    COUNTERS,
+    MAX_GENERATION_ATTEMPTS,
+    add_generation_counts,
+    after_generation,
+    after_judging,
+    target_complete,
+    with_history,
+)
 from jobs.resources import DRIVER_CPUS, Declaration, ResourceModel, resource_model
-from jobs.sweep_config import load_config, make_plan
+from jobs.sweep_config import PlannedTarget, load_config, make_plan
 from jobs.turns import TurnGate
 from serve.adapters import inspect_adapter
 from serve.engine_watch import Health
@@ -63,6 +72,7 @@ NAMESPACE = "skillsweep"
 
 
 def log(message: str) -> None:
+    """Print a timestamped line of the sweep's log."""
     print(f"[sweep {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
@@ -103,6 +113,7 @@ class ServerActor:
 
     def _load(self, alias: str, path: str) -> dict:
         loaded, report = self.serving.load(alias, path)
+        assert report is not None, "load preflights unless told not to"
         self.served[alias] = loaded.served_name
         return {"served_name": loaded.served_name, "preflight_differing": report.differing,
                 "preflight_probes": report.probes}
@@ -145,6 +156,7 @@ def _bind_cores(cores: list[int]) -> None:
 
 @ray.remote(max_calls=1)  # a fresh worker per training: its core binding must not outlive it
 def train_task(recipe_path: str, seed: int, out: str, model: str, corpus, cores: list[int]) -> dict:
+    """Ray task: train one recipe with one seed on the given cores, skipped when already trained."""
     _bind_cores(cores)
     corpus_path = corpus.get("corpus") if isinstance(corpus, dict) else corpus
     meta_file = Path(out) / "training_meta.json"
@@ -181,6 +193,7 @@ def generate_task(request: GenerateRequest, server=None) -> GenerationSummary:
 
 @ray.remote
 def judge_task(request: JudgeRequest) -> JudgingSummary:
+    """Ray task: judge a run with one judge; a failure returns its error instead of raising."""
     try:
         return run_judging(request)
     except Exception as exc:  # one judge failing leaves the others' verdicts standing
@@ -189,12 +202,14 @@ def judge_task(request: JudgeRequest) -> JudgingSummary:
 
 @ray.remote
 def probe_task(request) -> dict:
+    """Ray task: run a probe battery."""
     return run_probe_battery(request)
 
 
 @ray.remote
 def corpus_task(teacher: str, teacher_url: str | None, out: str, bench: str, judge: str | None,
-                judge_api_base: str | None, mode: str, max_tokens: int) -> dict:
+                judge_api_base: str | None, mode: Mode, max_tokens: int) -> dict:
+    """Ray task: build the training corpus from a teacher's judged answers."""
     return build_corpus(CorpusRequest(teacher=teacher, teacher_url=teacher_url, out=Path(out), bench=bench,
                                       judge=judge, judge_api_base=judge_api_base, mode=mode,
                                       sampling=Sampling(max_tokens=max_tokens)))
@@ -219,7 +234,7 @@ class Sweep:
         self.corpus_done = asyncio.Event()
         self.generated: set[str] = set()  # targets whose cells are in (the probes follow them)
         self.probe_lock = asyncio.Lock()  # one probe job at a time: they share a run folder
-        self.stage: dict[str, dict] = {name: {"wall_s": 0.0} for name in
+        self.stage: dict[str, Any] = {name: {"wall_s": 0.0} for name in
                                        ("corpus", "training", "generation", "judging", "report")}
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.missing: list[dict] = []
@@ -242,7 +257,7 @@ class Sweep:
             return False
         counts = verdicts.group_by("judge_label").len()
         return target_complete(missing_cells=manifest.get("missing_cells"), episodes=len(episodes),
-                               verdicts_per_judge=dict(zip(counts["judge_label"], counts["len"])),
+                               verdicts_per_judge=dict(zip(counts["judge_label"], counts["len"], strict=True)),
                                expected=self.plan.tasks * len(self.config.conditions),
                                judges=[j.label for j in self.config.judges])
 
@@ -270,14 +285,17 @@ class Sweep:
 
     def start_server(self, key: str, model_ref: str, max_model_len: int) -> ray.actor.ActorHandle:
         if key not in self.servers:
+            resources = self.resources
+            assert resources is not None, "execute() sets it before starting servers"
             index = len(self.servers)
-            declared = self.resources.server(index)
+            declared = resources.server(index)
             adapters_file = self.folder / "servers" / f"{key}.adapters.json"
             adapters_file.parent.mkdir(parents=True, exist_ok=True)
-            self.servers[key] = ServerActor.options(
+            # @ray.remote made the class an ActorClass; mypy keeps a decorated class's own type.
+            self.servers[key] = ServerActor.options(  # type: ignore[attr-defined]
                 name=f"server:{self.run}:{key}", namespace=NAMESPACE, **declared.options(),
             ).remote(model_ref, key, max_model_len, self.config.resources.kv_cache_gib, self._lora_ranks(key),
-                     self.resources.cpu_bind(index), str(adapters_file))
+                     resources.cpu_bind(index), str(adapters_file))
             log(f"server {key}: starting ({declared.describe()})")
         return self.servers[key]
 
@@ -296,7 +314,7 @@ class Sweep:
                                split=self.config.split, conditions=list(self.config.conditions),
                                sampling=Sampling(max_tokens=g.max_tokens, repetition_penalty=g.repetition_penalty),
                                concurrency=g.concurrency, label=target.label,
-                               **({"backend": "api"} if api_base is None else {"url": api_base}))
+                               backend="api" if api_base is None else "vllm", url=api_base)
 
     def _driver(self):
         return {"num_cpus": DRIVER_CPUS}
@@ -317,7 +335,7 @@ class Sweep:
         log(f"corpus: tracing the train split with teacher {spec.teacher}")
         return corpus_task.options(**self._driver()).remote(
             teacher, teacher_url, str(path), self.bench, judge_model, judge_api,
-            judge.mode if judge else "deterministic", spec.max_tokens)
+            judge.mode if judge else Mode.DETERMINISTIC, spec.max_tokens)
 
     async def run_corpus(self, ref) -> None:
         started = time.time()
@@ -340,6 +358,7 @@ class Sweep:
     def submit_training(self, target, corpus) -> ray.ObjectRef:
         t = target.training
         out = self.folder / "adapters" / adapter_folder(t.recipe_name, t.seed)
+        assert self.resources is not None, "execute() sets it before training"
         declared: Declaration = self.resources.trainer
         return train_task.options(**declared.options()).remote(
             t.recipe_path, t.seed, str(out), t.base, corpus, list(declared.cores))
@@ -369,12 +388,14 @@ class Sweep:
                 self.start_server(server_key, path, model.max_model_len)
                 served = (await self.server_info(server_key))["served_name"]
             else:
+                assert server_key is not None, "an adapter's model is served"
                 await self.server_info(server_key)
                 loaded = await aget(self.servers[server_key].load_adapter.remote(alias, path))
                 served = loaded["served_name"]
                 curve = meta.get("loss_curve") or [float("nan")]
                 log(f"{target.label}: trained (loss {curve[0]:.3f} → {curve[-1]:.3f}), registered as {served}")
         elif target.kind == "base":
+            assert server_key is not None, "a base target's model is served"
             served = (await self.server_info(server_key))["served_name"]
         else:
             served, server_key = model.api, None
@@ -453,6 +474,7 @@ class Sweep:
         """The generality probe battery on every served target (base and its adapters), once
         their bench cells are done, on the same servers and generation path."""
         spec = self.config.probes
+        assert spec is not None, "called only for a config with probes"
         started = time.time()
         targets = []
         for target in self.plan.targets:
@@ -467,8 +489,10 @@ class Sweep:
             if target.kind == "base":
                 targets.append(Target(target.label, served_name=info["served_name"], **common))
             else:
-                alias = adapter_alias(target.training.recipe_name, target.training.seed)
-                path = self.folder / "adapters" / adapter_folder(target.training.recipe_name, target.training.seed)
+                t = target.training
+                assert t is not None, "an adapter target carries its training"
+                alias = adapter_alias(t.recipe_name, t.seed)
+                path = self.folder / "adapters" / adapter_folder(t.recipe_name, t.seed)
                 served = info["adapters"].get(alias)
                 if served:
                     targets.append(Target(target.label, adapter_name=alias, served_name=served,
@@ -498,7 +522,8 @@ class Sweep:
             return self.finish()
         keys = self._server_keys(pending)
         # A partially fine-tuned checkpoint is served alone once trained: its slot is planned now.
-        partial = sum(1 for t in pending if t.kind == "adapter" and _recipe_method(t.training.recipe_path) == "partial")
+        partial = sum(1 for t in pending if t.kind == "adapter" and t.training is not None
+                      and _recipe_method(t.training.recipe_path) == "partial")
         self.resources = _resources(len(keys) + partial, self.config.resources)
         self.gate = TurnGate(self.resources.in_turn)
         trainings = [t for t in pending if t.kind == "adapter"]
@@ -506,6 +531,7 @@ class Sweep:
         corpus_path = None
         if needs_corpus:
             spec = self.config.corpus
+            assert spec is not None, "needs_corpus says so"
             path = Path(spec.path) if Path(spec.path).is_absolute() else self.folder / spec.path
             corpus_path = str(path) if path.is_file() else None
         # Trainings first where their input exists: they hold the longest path.
@@ -523,7 +549,10 @@ class Sweep:
         pipelines += [self.pipeline(t, refs.get(t.label)) for t in pending]
         gen_started = time.time()
         results = await asyncio.gather(*pipelines, return_exceptions=True)
-        for target, result in zip([None] * (len(pipelines) - len(pending)) + pending, results):
+        # The corpus pipeline (if any) comes first and has no target.
+        targets: list[PlannedTarget | None] = [None] * (len(pipelines) - len(pending))
+        targets += pending
+        for target, result in zip(targets, results, strict=True):
             if isinstance(result, BaseException):
                 label = target.label if target else "corpus"
                 self.failures.append({"target": label, "stage": "pipeline", "reason": _short(result)})
@@ -625,6 +654,7 @@ def _short(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a sweep on the Ray cluster at ``RAY_ADDRESS``: the Ray job's entry point."""
     parser = argparse.ArgumentParser(description="Run a skillsweep sweep on Ray.")
     parser.add_argument("config")
     parser.add_argument("--run", help="run name (default: the config's name)")

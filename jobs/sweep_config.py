@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.bench import Bench, BenchError, load_bench
+from harness.bench import Bench, load_bench
 from harness.errors import SkillsweepError
 from harness.judging.verdict import Mode
 from harness.models import ModelNotFound, check_reference
@@ -21,7 +21,7 @@ from harness.naming import adapter_alias, target_label
 from harness.probes.battery import load_battery
 from harness.prompts import condition_names
 from harness.yaml_models import Seeds, beside, load_yaml_model
-from train.recipe import RecipeError, load_recipe
+from train.recipe import load_recipe
 
 
 class _Strict(BaseModel):
@@ -241,12 +241,14 @@ class Plan:
 
 
 def make_plan(config: SweepConfig, bench: Bench | None = None) -> Plan:
+    """A sweep config's plan: its trainings, its targets, and the cells each generates."""
     tasks = len((bench or load_bench(config.bench)).split(config.split))
     trainings, targets = [], []
     for model in config.models:
         if model.api:
             targets.append(PlannedTarget(model.label, model.label, "api", model.generation))
             continue
+        assert model.base is not None, "ModelSpec sets exactly one of base and api"
         if model.include_base:
             targets.append(PlannedTarget(model.label, model.label, "base", model.generation))
         for adapter in model.adapters:

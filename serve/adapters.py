@@ -57,6 +57,7 @@ def served_name(alias: str, info: AdapterInfo) -> str:
 
 
 def content_hash(config: dict, weights_file: Path) -> str:
+    """A hash of what an adapter computes: its weights and the config fields that matter."""
     h = hashlib.sha256()
     kept = {k: v for k, v in config.items() if k not in _HASH_EXCLUDED}
     h.update(json.dumps(kept, sort_keys=True, default=str).encode())
@@ -103,6 +104,7 @@ def inspect_adapter(path: str | Path) -> AdapterInfo:
 
 
 def check_rank(info: AdapterInfo, max_rank: int) -> None:
+    """Refuse an adapter whose rank exceeds the server's ``max_lora_rank``."""
     if info.rank > max_rank:
         raise AdapterError("rank-too-large", info.path,
                            f"rank {info.rank} exceeds the server's max_lora_rank {max_rank}")
@@ -153,6 +155,7 @@ def _check_shapes(info: AdapterInfo, model_dir: Path) -> None:
 
 
 def validate_adapter(path: str | Path, base: ResolvedModel, max_rank: int) -> AdapterInfo:
+    """Inspect an adapter and check that the server can load it on this base."""
     info = inspect_adapter(path)
     check_rank(info, max_rank)
     check_base(info, base)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -46,6 +48,7 @@ def grouped_lora_matmul(inputs: torch.Tensor, weights: torch.Tensor, indices: to
 
 
 def _wrap(name: str, original):
+    fast: Callable[..., Any]  # each op has its own signature
     if name == "bgmv_shrink":
         def bgmv_shrink(inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling=1.0):
             out = grouped_lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)

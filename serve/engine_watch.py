@@ -16,6 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from itertools import pairwise
 
 import httpx
 
@@ -73,6 +74,7 @@ def fetch_metrics(base_url: str, timeout_s: float = 5.0) -> EngineSample | None:
 
 
 async def afetch_metrics(client: httpx.AsyncClient, base_url: str) -> EngineSample | None:
+    """One sample of a vLLM server's ``/metrics``, or None when it does not answer."""
     url = base_url.rstrip("/").removesuffix("/v1") + "/metrics"
     try:
         response = await client.get(url)
@@ -133,7 +135,7 @@ def assess(samples: list[EngineSample | None], policy: WatchPolicy, now: float) 
     latest = seen[-1]
     # The last moment the token counters moved, or the engine was idle.
     progress_at = seen[0].at
-    for before, after in zip(seen, seen[1:]):
+    for before, after in pairwise(seen):
         if after.tokens != before.tokens or not before.busy:
             progress_at = after.at
     return Health.STALLED if latest.at - progress_at >= policy.stall_s and now - progress_at >= policy.stall_s \

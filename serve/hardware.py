@@ -44,7 +44,8 @@ class CpuInfo:
 
 @functools.cache
 def cpu_info() -> CpuInfo:
-    model, flags = platform.processor() or platform.machine(), frozenset()
+    """This machine's CPU: model name, the cores this process may run on, instruction-set flags."""
+    model, flags = platform.processor() or platform.machine(), frozenset[str]()
     try:
         text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
     except OSError:
@@ -64,6 +65,7 @@ def cpu_info() -> CpuInfo:
 
 
 def has_cuda() -> bool:
+    """Whether torch sees a usable CUDA GPU."""
     try:
         import torch
 
@@ -82,6 +84,7 @@ def gpu_memory_bytes() -> int | None:
 
 
 def host_memory_bytes() -> int:
+    """This machine's total memory in bytes."""
     return int(psutil.virtual_memory().total)
 
 

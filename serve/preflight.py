@@ -37,6 +37,7 @@ class PreflightReport:
 
 
 def preflight(url: str, base: str, adapter: str, prompts=PROBE_PROMPTS, max_tokens: int = 16) -> PreflightReport:
+    """How many probe prompts an adapter answers differently from its base (0: it may not be applied)."""
     sampling = Sampling(max_tokens=max_tokens)
     differing = 0
     for prompt in prompts:

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 import psutil
@@ -46,6 +47,7 @@ class ServerStartError(SkillsweepError, RuntimeError):
 
 
 def free_port() -> int:
+    """A TCP port free on this host now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
@@ -97,6 +99,7 @@ class ServerSpec:
 
 
 def server_env(spec: ServerSpec) -> dict[str, str]:
+    """The environment a vLLM server starts with: library defaults, CPU binding, preloads, owner."""
     env = dict(os.environ)
     env.update(server_env_defaults(env))
     env.update({"VLLM_CPU_KVCACHE_SPACE": str(spec.kv_cache_gib), "PYTHONUNBUFFERED": "1"})
@@ -118,11 +121,14 @@ def _state_dir() -> Path:
     return skillsweep_home() / "servers"
 
 
-def server_record(port: int) -> dict | None:
-    """What the server on ``port`` of this machine was started with, if skillsweep started it.
+def server_record(port: int | None) -> dict | None:
+    """What the server on ``port`` of this machine was started with, if skillsweep started it
+    (None for no port: a URL without one).
 
     A record whose process is gone (its owner was killed before it could clean up) is removed:
     the port may now belong to another server."""
+    if port is None:
+        return None
     file = _state_dir() / f"{port}.json"
     try:
         record = json.loads(file.read_text())
@@ -145,7 +151,7 @@ class VLLMServer:
     # Identity of the base model (harness.models.model_identity), for adapter validation.
     base_identity: str | None = None
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
-    _log_file: object = field(default=None, init=False, repr=False)
+    _log_file: IO[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -188,14 +194,16 @@ class VLLMServer:
         return self
 
     def _wait_healthy(self) -> None:
+        proc, log_path = self._proc, self.log_path
+        assert proc is not None and log_path is not None, "start() sets both"
         deadline = time.monotonic() + self.startup_timeout_s
         with httpx.Client(timeout=2.0) as client:
             while True:
-                code = self._proc.poll()
+                code = proc.poll()
                 if code is not None:
                     raise ServerStartError(
                         f"vLLM server for {self.spec.model!r} exited with code {code} during startup",
-                        self.log_tail(), self.log_path)
+                        self.log_tail(), log_path)
                 try:
                     if client.get(self.base_url + "/health").status_code == 200:
                         return
@@ -204,7 +212,7 @@ class VLLMServer:
                 if time.monotonic() > deadline:
                     raise ServerStartError(
                         f"vLLM server for {self.spec.model!r} not healthy after "
-                        f"{self.startup_timeout_s:.0f}s", self.log_tail(), self.log_path)
+                        f"{self.startup_timeout_s:.0f}s", self.log_tail(), log_path)
                 time.sleep(0.5)
 
     def running(self) -> bool:
@@ -220,9 +228,11 @@ class VLLMServer:
         return fetch_metrics(self.base_url)
 
     def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None:
+            return ""
         try:
             text = self.log_path.read_text(errors="replace")
-        except (OSError, AttributeError):
+        except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 

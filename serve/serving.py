@@ -58,6 +58,8 @@ class Serving:
         return self
 
     def load(self, alias: str, path: str | Path, *, check: bool = True) -> tuple[LoadedAdapter, PreflightReport | None]:
+        if self.registry is None:
+            raise RuntimeError("load an adapter after the server has started")
         return self.registry.load(alias, path, check=check)
 
     def load_all(self, adapters: Sequence[tuple[str, str | Path]], *,

@@ -474,6 +474,7 @@ class SimSpec:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[SimServerConfig, argparse.Namespace]:
+    """The simulated engine's configuration from its command line (vLLM's flag names where they exist)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="the base's location, listed as its card's root (default: the served name)")
@@ -507,6 +508,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[SimServerConfig, argparse
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Serve a simulated engine until stopped: ``python -m serve.sim_engine ...``."""
     config, args = parse_args(argv)
     server = SimServer(config)
     # Like vLLM, the port opens only once the engine is up.

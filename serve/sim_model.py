@@ -19,6 +19,7 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 KIB = 1024
 GB = 1e9
@@ -96,7 +97,7 @@ def engine_params(gpu: str, size: str | float, **overrides) -> EngineParams:
     billions = n / GB
     mfu = min(0.40, 0.25 + 0.05 * billions)
     kv_per_token = (24 + 10 * billions) * KIB
-    values = dict(
+    values: dict[str, Any] = dict(
         gpu=gpu, params=n,
         startup_s=round(40 + 7.5 * billions, 1),
         weights_s=2 * n / bandwidth,
@@ -129,6 +130,7 @@ TOKENS_PER_MESSAGE = 4  # chat-template markers around each message
 
 
 def text_tokens(text: str) -> int:
+    """Tokens in a text, estimated from its length in characters."""
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
@@ -155,6 +157,7 @@ def natural_length(key: str, mean: float) -> int:
 
 
 def output_tokens(key: str, max_tokens: int, mean: float) -> int:
+    """The tokens a simulated reply has: its natural length, capped at ``max_tokens``."""
     return min(max_tokens, natural_length(key, mean))
 
 

@@ -51,6 +51,7 @@ def _descendants() -> list:
 
 
 def stop_descendants(grace_s: float = GRACE_S) -> None:
+    """Stop every descendant process: TERM, a grace period, then KILL for what is left."""
     procs = _descendants()
     for p in procs:
         try:
@@ -68,6 +69,7 @@ def stop_descendants(grace_s: float = GRACE_S) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """Run a command under supervision and return its exit status (128+N when killed by signal N)."""
     if not argv:
         print("usage: python -m serve.supervise CMD [ARGS...]", file=sys.stderr)
         return 2

@@ -65,7 +65,7 @@ def judged_run(server, tiny, adapters, tmp_path_factory):
                                            sampling=Sampling(max_tokens=16), concurrency=16))
     finally:
         registry.unload(adapter.served_name)
-    for label, mode in zip(JUDGES, ("det-mixed", "llm-only")):
+    for label, mode in zip(JUDGES, ("det-mixed", "llm-only"), strict=True):
         run_judging(JudgeRequest(run=str(run), mode=mode, judge_model="hosted_vllm/tiny", api_base=server.api_base,
                                  label=label))
     with warnings.catch_warnings():

@@ -9,12 +9,13 @@ import asyncio
 import polars as pl
 import pytest
 
-from fault_server import FaultServer
 from harness.bench import load_bench
 from harness.client import Sampling
 from harness.generate import Target, generate_vllm, plan
 from harness.runstore import RunStore
 from serve.engine_watch import WatchPolicy
+
+from fault_server import FaultServer
 
 # Replies are held for seconds on purpose: the slow tier, not `make test-fast`.
 pytestmark = pytest.mark.slow

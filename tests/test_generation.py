@@ -1,5 +1,6 @@
 """Generation on the real server: every cell once, resume after SIGKILL, the HF path."""
 
+import asyncio
 import json
 import os
 import signal
@@ -12,9 +13,10 @@ import pytest
 
 from harness.bench import load_bench
 from harness.client import Sampling
-from harness.generate import split_think
+from harness.generate import split_think, wait_healthy
 from harness.generation_job import GenerateRequest, run_generation
 from harness.pairing import PathMismatch, assert_matched_path
+from serve.engine_watch import Health
 from serve.registry import AdapterRegistry
 
 from conftest import SERVER_MAX_RANK
@@ -129,3 +131,8 @@ def test_refused_cells_are_missing_not_empty(server, tmp_path):
     assert summary.stats.failed == n_train and "BadRequest" in summary.stats.errors[0]
     manifest = json.loads((tmp_path / "refused" / "manifest.json").read_text())
     assert len(manifest["missing_cells"]) == n_train
+
+
+def test_the_default_reconnect_takes_what_generate_vllm_passes():
+    """generate_vllm calls ``reconnect(url, health)``; the default once took ``health`` for its wait."""
+    assert asyncio.run(wait_healthy("http://127.0.0.1:9/v1", Health.DEAD, wait_s=0.2, poll_s=0.05)) is None

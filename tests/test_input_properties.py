@@ -11,8 +11,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from harness.bench import Bench, BenchError, load_bench
 from jobs.sweep_config import ConfigError, SweepConfig, load_config

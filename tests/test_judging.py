@@ -9,10 +9,10 @@ from harness.bench import load_bench
 from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
 from harness.judging.extract import EXTRACTOR_VERSION
-from harness.retry import RetryPolicy
 from harness.judging.job import JudgeRequest, run_judging
 from harness.judging.llm_judge import JUDGE_PROMPT_VERSION
 from harness.prompts import render
+from harness.retry import RetryPolicy
 
 from fault_server import FaultServer
 

@@ -8,9 +8,16 @@ import asyncio
 import pytest
 
 from harness.client import Sampling, achat, build_messages
-from serve.adapters import (BATCH_ADAPTERS, LORA_GPU_SHARE, lora_capacity, lora_rank, lora_slot_bytes, model_config,
-                            replica_lora_capacity)
-from serve.adapters import AdapterError
+from serve.adapters import (
+    BATCH_ADAPTERS,
+    LORA_GPU_SHARE,
+    AdapterError,
+    lora_capacity,
+    lora_rank,
+    lora_slot_bytes,
+    model_config,
+    replica_lora_capacity,
+)
 from serve.registry import AdapterRegistry
 from serve.server import ServerSpec, VLLMServer
 from serve.serving import server_spec
@@ -104,7 +111,7 @@ def test_vllm_serves_more_adapters_than_gpu_slots(tiny, three_adapters, tmp_path
             names = [*served, "tiny1"] * 3
             replies = await asyncio.gather(*(achat(server.api_base, name, build_messages("List three steps."),
                                                    Sampling(max_tokens=12)) for name in names))
-            return dict(zip(names, replies)), replies
+            return dict(zip(names, replies, strict=True)), replies
 
         by_name, replies = asyncio.run(together())
         assert len(replies) == 12 and all(r.completion_tokens for r in replies)

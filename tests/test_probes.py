@@ -133,6 +133,7 @@ def test_probe_battery_base_and_adapter_side_by_side(server, tiny, adapters, tmp
 def test_report_carries_the_probe_table(tmp_path):
     from harness.judging.job import JudgeRequest, run_judging
     from harness.report import render_report
+
     from test_judging import _synthetic_run
 
     run, _ = _synthetic_run(tmp_path)

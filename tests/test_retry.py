@@ -6,14 +6,21 @@ import asyncio
 import pytest
 
 import harness.generate as generate
-from fault_server import FaultServer
 from harness.bench import load_bench
 from harness.client import Completion, Sampling
 from harness.generate import Target, generate_vllm, plan
-from harness.retry import (AdaptiveLimiter, FanoutCounters, RetryPolicy, call_with_retries, failure_kind,
-                           is_programming_error)
+from harness.retry import (
+    AdaptiveLimiter,
+    FanoutCounters,
+    RetryPolicy,
+    call_with_retries,
+    failure_kind,
+    is_programming_error,
+)
 from harness.runstore import RunStore
 from serve.engine_watch import WatchPolicy
+
+from fault_server import FaultServer
 
 
 class ServerError(Exception):

@@ -2,16 +2,15 @@
 
 import pytest
 
-from harness.progress import Snapshot, progress_line
 from harness.generate import GenerationStats
 from harness.generation_job import GenerationSummary
 from harness.judging.job import JudgeStats, JudgingSummary
+from harness.progress import Snapshot, progress_line
 from harness.retry import FanoutCounters
 from jobs.decisions import after_generation, after_judging, target_complete, with_history
 from jobs.resources import DRIVER_CPUS, HARNESS_SHARE, resource_model
 from serve.engine_watch import EngineSample, Health, WatchPolicy, assess, next_limit, parse_metrics
 from serve.hardware import CpuInfo, partition_cores, serving_dtype
-
 
 # ---------------------------------------------------------------- cores, dtype, declarations
 

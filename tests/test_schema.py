@@ -8,7 +8,6 @@ import json
 import polars as pl
 import pytest
 
-from fault_server import FaultServer
 from harness.bench import load_bench
 from harness.client import Sampling
 from harness.generate import Target, generate_vllm, plan
@@ -17,6 +16,8 @@ from harness.judging.job import JudgeRequest, run_judging
 from harness.judging.verdict import Mode
 from harness.runstore import RunStore
 from harness.schema import EPISODE_COLUMNS, EPISODE_TYPES, VERDICT_COLUMNS, VERDICT_TYPES, SchemaError, mismatches, row
+
+from fault_server import FaultServer
 
 # The written tables' columns, as the README's run folder and the sweep's outputs have them.
 EPISODES = ("cell_id run model_label base_model adapter_name adapter_hash backend dtype task_uid skill query_type "

@@ -5,7 +5,7 @@ import pytest
 from harness.client import Sampling, build_messages, chat
 from serve.adapters import AdapterError
 from serve.registry import AdapterRegistry, RegistryError
-from serve.server import ServerSpec, ServerStartError, VLLMServer, group_members, server_record
+from serve.server import ServerSpec, ServerStartError, VLLMServer, server_record
 
 from conftest import SERVER_MAX_RANK
 

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
@@ -16,17 +17,36 @@ import pytest
 
 from harness.bench import load_bench
 from harness.client import Sampling, achat, build_messages
-from jobs.estimate import (Cluster, EstimateError, Job, Training, Workload, estimate, lower_bound, parse_cluster,
-                              simulate, workload)
 from harness.generate import Target, generate_vllm, plan
 from harness.runstore import RunStore
+from jobs.estimate import (
+    Cluster,
+    EstimateError,
+    Job,
+    Training,
+    Workload,
+    estimate,
+    lower_bound,
+    parse_cluster,
+    simulate,
+    workload,
+)
 from jobs.sweep_config import load_config, make_plan
 from serve.engine_watch import fetch_metrics, parse_metrics
 from serve.registry import AdapterRegistry, RegistryError
 from serve.server import VLLMServer
 from serve.sim_engine import SimEngine, SimSpec, schema_instance
-from serve.sim_model import (GPUS, TrainingModel, decode_rate, engine_params, expected_output_tokens,
-                             output_tokens, parse_size, prompt_tokens, step_time)
+from serve.sim_model import (
+    GPUS,
+    TrainingModel,
+    decode_rate,
+    engine_params,
+    expected_output_tokens,
+    output_tokens,
+    parse_size,
+    prompt_tokens,
+    step_time,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "eval_configs"
@@ -141,7 +161,7 @@ def test_metrics_show_running_and_waiting_under_load(tmp_path, tiny):
     assert full, "never saw all ten requests in the engine at once"
     assert all(s.running == 4 and s.waiting == 6 for s in full)
     assert max(s.running for s in seen) == 4
-    assert any(b.generation_tokens < a.generation_tokens for b, a in zip(seen, seen[1:]))  # counters move
+    assert any(b.generation_tokens < a.generation_tokens for b, a in pairwise(seen))  # counters move
     assert after.generation_tokens - before.generation_tokens == sum(r.completion_tokens for r in replies)
     assert after.running == after.waiting == 0
     assert all(r.completion_tokens == 2000 and r.finish_reason == "length" for r in replies)

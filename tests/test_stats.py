@@ -16,8 +16,7 @@ from harness.pairing import PathMismatch
 from harness.report import effect_sentences
 from harness.stats.across import cross_model, sft_decomposition
 from harness.stats.job import compute, run_stats
-from harness.stats.paired import (bonferroni, bootstrap_indices, delta_ci, holm, mcnemar, model_stats,
-                                   paired_outcomes)
+from harness.stats.paired import bonferroni, bootstrap_indices, delta_ci, holm, mcnemar, model_stats, paired_outcomes
 from harness.stats.per_skill import per_skill, spearman_delta_vs_baseline
 from harness.stats.seeds import seed_summary
 
@@ -30,7 +29,7 @@ def verdict_frame(label, bl, cu, *, skills=None, adapter=None, base="base", back
                   max_tokens=64):
     """Verdict rows for tasks t0..tn-1; None in bl/cu means unscored."""
     rows = []
-    for i, (b, c) in enumerate(zip(bl, cu)):
+    for i, (b, c) in enumerate(zip(bl, cu, strict=True)):
         for condition, passed in (("baseline", b), ("curated", c)):
             rows.append({"cell_id": f"{label}-{i}-{condition}", "model_label": label, "task_uid": f"t{i:03d}",
                          "skill": (skills[i] if skills else f"s{i % 4}"), "condition": condition,
@@ -182,8 +181,8 @@ def test_report_uses_and_records_the_bootstrap_count(tmp_path):
 
 def test_sweep_statistics_bootstrap_reaches_the_report(tmp_path):
     """`statistics.bootstrap` of a sweep config is the count the sweep's report resamples."""
-    from jobs.sweep_config import StatsSpec
     from jobs.sweep import render_sweep_report
+    from jobs.sweep_config import StatsSpec
 
     run = _verdict_run(tmp_path)
     render_sweep_report(run, StatsSpec(bootstrap=120))

@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from jobs.sweep_config import ConfigError, load_config, make_plan
 from jobs.submit import LocalHead, _ray_cli
+from jobs.sweep_config import ConfigError, load_config, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "reference" / "skillmix"

@@ -17,8 +17,13 @@ from serve.server import ServerSpec, VLLMServer
 from train.corpus import CorpusRequest, build_corpus
 from train.corpus_transforms import apply_transforms, read_corpus, write_corpus
 from train.recipe import Recipe, RecipeError, load_recipe
-from train.template import (CHATML_TRAINING_TEMPLATE, TemplatePatchError, assistant_mask_text, training_template,
-                            verify_mask)
+from train.template import (
+    CHATML_TRAINING_TEMPLATE,
+    TemplatePatchError,
+    assistant_mask_text,
+    training_template,
+    verify_mask,
+)
 from train.trainer import train_one
 
 from conftest import SERVER_MAX_RANK
@@ -124,7 +129,7 @@ def test_corpus_transforms(tmp_path):
     assert len(control) == n and all("## Skill:" not in json.dumps(r["messages"]) for r in control)
     lengths = sorted(len(r["messages"][-1]["content"]) for r in control)
     targets = sorted(len(r["messages"][-1]["content"]) for r in cur)
-    assert max(abs(a - b) for a, b in zip(lengths, targets)) <= 3
+    assert max(abs(a - b) for a, b in zip(lengths, targets, strict=True)) <= 3
     assert control == apply_transforms(rows, [{"kind": "curated-only"}, {"kind": "generic-control",
                                                                          "source": str(generic)}])
     small = tmp_path / "small.jsonl"

@@ -17,10 +17,10 @@ import polars as pl
 from harness.bench import load_bench
 from harness.client import Sampling
 from harness.generation_job import GenerateRequest, run_generation
-from harness.retry import RetryPolicy
 from harness.judging.job import JudgeRequest, run_judging
 from harness.judging.verdict import Mode
 from harness.prompts import PROMPT_VERSION, SOLVER_PROMPT, render
+from harness.retry import RetryPolicy
 from train.corpus_transforms import write_corpus
 
 
@@ -45,6 +45,7 @@ def work_run(out: Path) -> Path:
 
 
 def build_corpus(req: CorpusRequest) -> dict:
+    """Build a training corpus: a teacher answers the curated prompts, the ones judged correct are kept."""
     work = work_run(req.out)
     gen = run_generation(GenerateRequest(
         run=str(work), model=req.teacher, url=req.teacher_url, bench=req.bench, split=req.split,

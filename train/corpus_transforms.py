@@ -23,6 +23,7 @@ def _with_system(row: dict, system: str, condition: str) -> dict:
 
 
 def curated_only(rows: list[dict], **_) -> list[dict]:
+    """The rows generated under the curated condition."""
     return [r for r in rows if r["meta"].get("condition") == "curated"]
 
 
@@ -94,6 +95,7 @@ TRANSFORMS: dict[str, Callable[..., list[dict]]] = {
 
 
 def apply_transforms(rows: list[dict], steps: list[dict]) -> list[dict]:
+    """Apply a recipe's corpus transforms in order, each a ``kind`` and its parameters."""
     for step in steps:
         params = {k: v for k, v in step.items() if k != "kind"}
         rows = TRANSFORMS[step["kind"]](rows, **params)
@@ -101,6 +103,7 @@ def apply_transforms(rows: list[dict], steps: list[dict]) -> list[dict]:
 
 
 def read_corpus(path: Path) -> list[dict]:
+    """A corpus's rows from JSON lines, each with non-empty ``messages``; errors name the line."""
     rows = []
     for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), 1):  # see RunStore.rows
         if not line.strip():
@@ -117,6 +120,7 @@ def read_corpus(path: Path) -> list[dict]:
 
 
 def write_corpus(rows: list[dict], path: Path) -> None:
+    """Write corpus rows as JSON lines."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
         for row in rows:

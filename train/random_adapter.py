@@ -23,6 +23,7 @@ def make_random_adapter(
     target_modules: str | list[str] = "all-linear",
     modules_to_save: list[str] | None = None,
 ) -> Path:
+    """A LoRA adapter with random weights on a base, for checking the pipeline without training."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

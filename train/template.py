@@ -26,6 +26,7 @@ class TemplatePatchError(SkillsweepError, ValueError):
 
 
 def has_generation_markers(template: str) -> bool:
+    """Whether a chat template marks assistant turns for TRL's assistant-only loss."""
     return bool(_GEN.search(template or ""))
 
 
@@ -88,6 +89,7 @@ def _patch_single_expression(template: str) -> str:
 
 
 def training_template(tokenizer) -> str:
+    """A chat template with generation markers: the tokenizer's own, TRL's, or a generic patch."""
     template = tokenizer.chat_template
     if not template:
         raise TemplatePatchError("the tokenizer has no chat template")
@@ -120,7 +122,7 @@ def assistant_mask_text(tokenizer, messages: list[dict], template: str) -> tuple
                                         return_assistant_tokens_mask=True)
     ids, mask = out["input_ids"], out["assistant_masks"]
     spans, current = [], []
-    for token, m in zip(ids, mask):
+    for token, m in zip(ids, mask, strict=True):
         if m:
             current.append(token)
         elif current:
@@ -138,6 +140,7 @@ def verify_mask(tokenizer, template: str) -> None:
                 {"role": "assistant", "content": "No.\nANSWER: no"}]
     spans, _ = assistant_mask_text(tokenizer, messages, template)
     expected = [m["content"] for m in messages if m["role"] == "assistant"]
-    ends = [s[len(e):] for s, e in zip(spans, expected) if s.startswith(e)]
+    # Lengths may differ when the mask is wrong: the check below reports it, so zip stops at the shorter.
+    ends = [s[len(e):] for s, e in zip(spans, expected, strict=False) if s.startswith(e)]
     if len(spans) != len(expected) or len(ends) != len(expected) or any(e.strip() not in END_TOKENS for e in ends):
         raise TemplatePatchError(f"the assistant mask does not cover exactly the assistant turns: masked {spans!r}")

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def corpus_hash(rows: list[dict]) -> str:
+    """A hash of the corpus rows a training saw, recorded in its metadata."""
     return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -64,6 +65,7 @@ def freeze_for_partial(model, top_k: int) -> int:
 
 
 def train_one(recipe: Recipe, seed: int, out: Path, *, model: str | None = None, corpus: str | None = None) -> dict:
+    """Train one recipe with one seed (LoRA or partial fine-tune) and write the adapter; returns its metadata."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer

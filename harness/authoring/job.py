@@ -24,18 +24,27 @@ from pathlib import Path
 from typing import Literal
 
 from harness.authoring.dedup import NUM_PERM, SHINGLE, near_duplicates
-from harness.authoring.schema import (ANSWER_RULES, DIFFICULTIES, REWRITE_SCHEMA, DeclarativeSkill, RewriteReply,
-                                      TaskReply, check_answer, schema_hash, task_schema)
+from harness.authoring.schema import (
+    ANSWER_RULES,
+    DIFFICULTIES,
+    REWRITE_SCHEMA,
+    DeclarativeSkill,
+    RewriteReply,
+    TaskReply,
+    check_answer,
+    schema_hash,
+    task_schema,
+)
 from harness.authoring.templates import load_prompt
-from harness.bench.load import _native_records, load_native, unique_records, write_native
-from harness.bench.model import Bench, BenchError, QueryType, Skill, Task
+from harness.bench.load import load_native, unique_records, write_native
+from harness.bench.model import Bench, QueryType, Skill, Task
 from harness.client import Sampling, _request
-from harness.retry import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
 from harness.judging.job import require_credentials
 from harness.judging.llm_judge import UnparseableReply, parse_json_reply
 from harness.libenv import quiet_litellm
 from harness.prompts import prompt_hash, skill_block
 from harness.provenance import git_commit, package_versions
+from harness.retry import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
 from harness.runstore import RunStore, update_manifest
 
 REWRITE_PROMPT = "rewrite-v1"
@@ -131,6 +140,7 @@ def parse_mix(spec: str) -> dict[str, float]:
 
 
 def task_uid(skill: str, index: int) -> str:
+    """The uid of a skill's ``index``-th authored task (counted from 1 in the uid)."""
     return f"{skill}-t{index + 1:02d}"
 
 
@@ -145,8 +155,8 @@ def split_of(skill: str, n: int, eval_fraction: float, seed: int) -> dict[str, s
     return {u: ("eval" if i < n_eval else "train") for i, u in enumerate(uids)}
 
 
-def _unit(stage: str, skill: str, index: int | None, query_type: str | None, prompt, schema: dict,
-          messages: list[dict], teacher: str) -> Unit:
+def _unit(stage: Literal["rewrite", "task"], skill: str, index: int | None, query_type: str | None, prompt,
+          schema: dict, messages: list[dict], teacher: str) -> Unit:
     p_hash = prompt_hash(messages)
     key = [stage, skill, index, p_hash, schema_hash(schema), teacher]
     uid = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
@@ -154,6 +164,7 @@ def _unit(stage: str, skill: str, index: int | None, query_type: str | None, pro
 
 
 def load_declarative(file: Path) -> list[DeclarativeSkill]:
+    """The declarative skills to author tasks for, one per name."""
     return unique_records(file, DeclarativeSkill, "name", "skill")
 
 
@@ -213,7 +224,7 @@ class Author:
             return self.done[unit.id]
         self.stats.called += 1
         errors: list[str] = []
-        usage = Counter()
+        usage: Counter[str] = Counter()
         output, attempt = None, 0
         for attempt in range(1, self.req.max_attempts + 1):
             try:
@@ -279,6 +290,7 @@ def _task(row: dict, split: str) -> Task:
 
 
 def run_authoring(req: AuthorRequest) -> dict:
+    """Author a bench with a teacher model: tasks per skill, checked and deduplicated; returns a summary."""
     if req.tasks_per_skill < 1:
         raise ValueError(f"tasks per skill must be ≥ 1, got {req.tasks_per_skill}")
     if not 0 <= req.eval_fraction <= 1:

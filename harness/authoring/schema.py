@@ -102,6 +102,7 @@ ANSWER_RULES: dict[QueryType, tuple[str, dict]] = {
 
 
 def task_schema(query_type: QueryType) -> dict:
+    """The JSON schema a teacher's task reply must follow, its answer shaped by the query type."""
     return _object({
         "title": _string(80),
         "passage": _string(1200),
@@ -124,4 +125,5 @@ def check_answer(query_type: QueryType, expected: str) -> None:
 
 
 def schema_hash(schema: dict) -> str:
+    """A short hash of a schema, recorded so authored tasks say which schema they followed."""
     return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]

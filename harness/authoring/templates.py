@@ -36,6 +36,7 @@ class PromptFile:
 
 
 def load_prompt(version: str, folder: Path = PROMPTS_DIR) -> PromptFile:
+    """An authoring prompt by version: its sections (system, user, ...) and the file's hash."""
     path = folder / f"{version}.md"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such authoring prompt (have: "

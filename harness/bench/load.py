@@ -10,12 +10,14 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from harness.bench.model import Bench, BenchError, QueryType, Skill, Task
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
+M = TypeVar("M", bound=BaseModel)
 
 
 def _validation_error(file: Path, record: str, exc: ValidationError) -> BenchError:
@@ -74,9 +76,9 @@ def _read_json_array(file: Path) -> list:
 def _assemble(name: str, skills: list[tuple[str, str, Skill]], tasks: list[tuple[str, str, Task]],
               files: tuple[Path, Path]) -> Bench:
     """Cross-record checks: some skills and tasks, unique names and uids, every task's skill exists."""
-    for file, records in zip(files, (skills, tasks)):
+    for path, records in zip(files, (skills, tasks), strict=True):
         if not records:
-            raise BenchError(str(file), None, None, "no records: a bench needs at least one skill and one task")
+            raise BenchError(str(path), None, None, "no records: a bench needs at least one skill and one task")
     by_name: dict[str, Skill] = {}
     for file, record, skill in skills:
         if skill.name in by_name:
@@ -107,7 +109,7 @@ def unique_records(file: Path, model, key: str, noun: str) -> list:
     return [item for _, _, item in records]
 
 
-def _native_records(file: Path, model, key: str) -> list[tuple[str, str, object]]:
+def _native_records(file: Path, model: type[M], key: str) -> list[tuple[str, str, M]]:
     out = []
     for lineno, obj in _read_jsonl(file):
         record = f"line {lineno} ({str(obj.get(key, '?'))[:80]})"
@@ -119,12 +121,14 @@ def _native_records(file: Path, model, key: str) -> list[tuple[str, str, object]
 
 
 def load_native(folder: Path, name: str | None = None) -> Bench:
+    """A bench from a folder holding ``skills.jsonl`` and ``tasks.jsonl``, checked across records."""
     files = (folder / "skills.jsonl", folder / "tasks.jsonl")
     return _assemble(name or folder.name, _native_records(files[0], Skill, "name"),
                      _native_records(files[1], Task, "uid"), files)
 
 
 def write_native(bench: Bench, folder: Path) -> None:
+    """Write a bench as ``skills.jsonl`` and ``tasks.jsonl`` (the form :func:`load_native` reads)."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "skills.jsonl").open("w") as f:
         for skill in bench.skills.values():

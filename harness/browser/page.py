@@ -18,6 +18,7 @@ def _script_json(payload: dict) -> str:
 
 
 def view_fragment(payload: dict) -> str:
+    """The run browser as an HTML fragment (styles, data, script) to embed in a page or report."""
     css = (ASSETS / "view.css").read_text(encoding="utf-8")
     js = (ASSETS / "view.js").read_text(encoding="utf-8")
     return (f"<style>{css}</style><div id='ssb'><p>Loading {len(payload['cells'])} cells…</p></div>"
@@ -25,5 +26,6 @@ def view_fragment(payload: dict) -> str:
 
 
 def render_page(payload: dict) -> str:
+    """The run browser as a standalone HTML page."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'><title>skillsweep: {html.escape(payload['run'])}"
             f"</title></head><body>{view_fragment(payload)}</body></html>\n")

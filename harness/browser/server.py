@@ -14,6 +14,7 @@ from harness.browser.page import render_page
 
 
 def make_server(run: str | Path, port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """An HTTP server showing a run's browser page, rebuilt from the run on each request."""
     build_payload(run)  # fail now, naming the file, rather than on the first request
 
     class Handler(BaseHTTPRequestHandler):

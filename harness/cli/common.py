@@ -112,4 +112,5 @@ def parse_adapter(spec: str) -> tuple[str, Path]:
 
 
 def print_json(value, indent: int | None = None) -> None:
+    """Print a value as JSON on stdout (anything JSON lacks as its string)."""
     print(json.dumps(value, indent=indent, default=str))

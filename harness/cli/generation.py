@@ -43,10 +43,10 @@ def generate(
     try:
         names = condition_names(conditions)
     except ValueError as exc:
-        raise fail(f"--conditions {conditions!r}: {exc}")
+        raise fail(f"--conditions {conditions!r}: {exc}") from exc
     request = GenerateRequest(
         run=run, model=model, adapters=[parse_adapter(a) for a in adapter or []], bench=bench, split=split,
-        conditions=names, include_base=base, url=url, backend=backend,
+        conditions=names, include_base=base, url=url, backend="hf" if backend == "hf" else "vllm",
         sampling=Sampling(max_tokens=max_tokens, repetition_penalty=repetition_penalty or None),
         concurrency=concurrency, max_model_len=max_model_len)
     # Progress: one line per target every 15 s on stderr (harness.progress).

@@ -36,13 +36,15 @@ def judge(
     """Judge a run's episodes into verdicts.parquet; verdicts already made are skipped.
 
     `rejudge` is the same command: a new --judge-model and --label add a verdict set beside the old."""
-    from harness.retry import RetryPolicy
     from harness.judging.job import JudgeRequest, run_judging
+    from harness.judging.verdict import MODES, Mode
+    from harness.retry import RetryPolicy
 
     judge_model = deprecated(judge_old, judge_model, "--judge", "--judge-model")
+    require(mode in MODES, "--mode", mode, "one of " + ", ".join(MODES))
     positive(concurrency=concurrency, max_attempts=max_attempts)
     require(timeout > 0, "--timeout", timeout, "seconds > 0")
-    request = JudgeRequest(run=run, mode=mode, label=label, judge_model=judge_model, api_base=api_base,
+    request = JudgeRequest(run=run, mode=Mode(mode), label=label, judge_model=judge_model, api_base=api_base,
                            concurrency=concurrency, policy=RetryPolicy(max_attempts=max_attempts, timeout_s=timeout),
                            only_unscored=only_unscored, bench=bench, json_schema=json_schema)
     with refusing(ValueError, FileNotFoundError):

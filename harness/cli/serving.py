@@ -101,6 +101,7 @@ def serve(
                 err.print(f"[yellow]warning:[/] {escape(report.describe())}", highlight=False)
         console.print(table)
         # Stable lines for scripts that start the server and parse where it is.
+        assert serving.registry is not None, "start() made it"
         print(f"endpoint: {server.api_base}", flush=True)
         print(f"served: {' '.join(r for r in [name, *(a.served_name for a in serving.registry.list())])}", flush=True)
         print(f"log: {server.log_path}", flush=True)
@@ -132,7 +133,7 @@ def probe(
         result = chat(url, model, build_messages(prompt, system),
                       Sampling(temperature=temperature, max_tokens=max_tokens))
     except Exception as exc:  # litellm wraps transport and HTTP errors in many types
-        raise fail(f"{url} model {model}: {exc}")
+        raise fail(f"{url} model {model}: {exc}") from exc
     if as_json:
         print(json.dumps({"model": model, "text": result.text, "finish_reason": result.finish_reason,
                           "prompt_tokens": result.prompt_tokens,

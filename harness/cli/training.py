@@ -31,13 +31,15 @@ def corpus_build(
     concurrency: int = 16,
 ) -> None:
     """Trace the train split with a teacher, judge the traces, keep the passing ones as chat rows."""
+    from harness.judging.verdict import MODES, Mode
     from train.corpus import CorpusRequest, build_corpus
 
     judge_model = deprecated(judge_old, judge_model, "--judge", "--judge-model")
+    require(mode in MODES, "--mode", mode, "one of " + ", ".join(MODES))
     positive(max_tokens=max_tokens, concurrency=concurrency)
     with refusing(ValueError, FileNotFoundError):
         summary = build_corpus(CorpusRequest(teacher=teacher, out=out, bench=bench, teacher_url=teacher_url,
-                                             judge=judge_model, judge_api_base=judge_api_base, mode=mode,
+                                             judge=judge_model, judge_api_base=judge_api_base, mode=Mode(mode),
                                              sampling=Sampling(max_tokens=max_tokens), concurrency=concurrency))
     print(json.dumps(summary))
 

@@ -7,6 +7,8 @@ given per condition.
 
 from __future__ import annotations
 
+from typing import cast
+
 import polars as pl
 
 
@@ -16,7 +18,7 @@ def cohen_kappa(a: list[bool], b: list[bool]) -> float | None:
     n = len(a)
     if n == 0 or n != len(b):
         return None
-    po = sum(x == y for x, y in zip(a, b)) / n
+    po = sum(x == y for x, y in zip(a, b, strict=True)) / n
     pa, pb = sum(a) / n, sum(b) / n
     pe = pa * pb + (1 - pa) * (1 - pb)
     if pe == 1.0:
@@ -25,7 +27,9 @@ def cohen_kappa(a: list[bool], b: list[bool]) -> float | None:
 
 
 def _delta(frame: pl.DataFrame, column: str) -> float | None:
-    rates = {c: frame.filter(pl.col("condition") == c)[column].mean() for c in ("baseline", "curated")}
+    # polars types Series.mean() as any Python value; on this numeric column it is a float or None.
+    rates = {c: cast("float | None", frame.filter(pl.col("condition") == c)[column].mean())
+             for c in ("baseline", "curated")}
     if rates["baseline"] is None or rates["curated"] is None:
         return None
     return float(rates["curated"]) - float(rates["baseline"])
@@ -46,10 +50,10 @@ def agreement(verdicts: pl.DataFrame, judge_a: str, judge_b: str) -> dict:
         scored = group.filter(pl.col("a").is_not_null() & pl.col("b").is_not_null())
         va, vb = scored["a"].to_list(), scored["b"].to_list()
         table = {
-            "both_pass": sum(x and y for x, y in zip(va, vb)),
-            "a_only": sum(x and not y for x, y in zip(va, vb)),
-            "b_only": sum(y and not x for x, y in zip(va, vb)),
-            "both_fail": sum(not x and not y for x, y in zip(va, vb)),
+            "both_pass": sum(x and y for x, y in zip(va, vb, strict=True)),
+            "a_only": sum(x and not y for x, y in zip(va, vb, strict=True)),
+            "b_only": sum(y and not x for x, y in zip(va, vb, strict=True)),
+            "both_fail": sum(not x and not y for x, y in zip(va, vb, strict=True)),
         }
         per_condition = {}
         for condition in ("baseline", "curated"):
@@ -69,6 +73,6 @@ def agreement(verdicts: pl.DataFrame, judge_a: str, judge_b: str) -> dict:
             "delta_a": delta_a,
             "delta_b": delta_b,
             "delta_shift": None if delta_a is None or delta_b is None else delta_b - delta_a,
-            "disagreements_per_skill": dict(zip(disagreements["skill"], disagreements["len"])),
+            "disagreements_per_skill": dict(zip(disagreements["skill"], disagreements["len"], strict=True)),
         }
     return {"judge_a": judge_a, "judge_b": judge_b, "models": out}

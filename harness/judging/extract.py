@@ -20,7 +20,9 @@ uncertain cells to the LLM judge.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import zip_longest
+from typing import Literal
 
 from harness.bench.model import QueryType
 from harness.judging.verdict import Verdict
@@ -70,7 +72,7 @@ def _last_sentence(response: str) -> str:
     return clean(sentences[-1]) if sentences else ""
 
 
-def yes_no(text: str) -> str | None | bool:
+def yes_no(text: str) -> str | None | Literal[False]:
     """'yes'/'no' for an answer text; None when it has neither; False when it claims both."""
     words = re.findall(r"[a-z]+", text.lower())
     if not words:
@@ -99,6 +101,7 @@ def _items(text: str) -> list[str]:
 
 
 def judge_yes_no(response: str, expected: str) -> Verdict:
+    """Judge a yes/no answer: the stated answer (else the last sentence) against the expected one."""
     answer, rule = find_answer(response)
     candidate = answer
     if answer is None:
@@ -141,9 +144,9 @@ def question_options(question: str) -> list[str]:
     options: list[str] = []
     quoted = list(_QUOTED.finditer(question))
     group, has_or = quoted[:1], False
-    for prev, cur in zip(quoted, quoted[1:] + [None]):
+    for prev, cur in zip_longest(quoted, quoted[1:]):  # the last quote pairs with None
         sep = _QUOTE_SEP.match(question[prev.end():cur.start()]) if cur else None
-        if sep:
+        if sep and cur is not None:  # sep implies cur
             group.append(cur)
             has_or = has_or or bool(sep.group(1))
             continue
@@ -214,6 +217,7 @@ def _decided(rule: str, answer: str, outcome: bool | None, how: str) -> Verdict:
 
 
 def judge_single_word(response: str, expected: str, options: Sequence[str] = ()) -> Verdict:
+    """Judge a one-word answer against the expected word (and the question's options, if any)."""
     answer, rule = find_answer(response)
     if answer is None:
         return Verdict.undecided(rule, "no answer found")
@@ -221,6 +225,7 @@ def judge_single_word(response: str, expected: str, options: Sequence[str] = ())
 
 
 def judge_ranking(response: str, expected: str, options: Sequence[str] = ()) -> Verdict:
+    """Judge a ranking: the items in the expected order; a different count is undecided."""
     answer, rule = find_answer(response)
     if answer is None:
         return Verdict.undecided(rule, "no answer found")
@@ -235,7 +240,7 @@ def judge_ranking(response: str, expected: str, options: Sequence[str] = ()) -> 
     return Verdict(ok, float(ok), rule, answer)
 
 
-_BY_TYPE = {
+_BY_TYPE: dict[QueryType, Callable[..., Verdict]] = {
     QueryType.YES_NO: judge_yes_no,
     QueryType.YES_NO_VERIFICATION: judge_yes_no,
     QueryType.SINGLE_WORD: judge_single_word,

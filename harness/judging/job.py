@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import polars as pl
 
@@ -28,14 +29,20 @@ from harness.bench.model import QueryType
 from harness.client import NO_TIMEOUT_S, is_local_engine
 from harness.errors import SkillsweepError
 from harness.judging.extract import DETERMINISTIC_TYPES, EXTRACTOR_VERSION, judge_deterministic, question_options
-from harness.retry import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
-from harness.judging.llm_judge import JUDGE_PROMPT_VERSION, VERDICT_SCHEMA, UnparseableReply, judge_messages, parse_reply
+from harness.judging.llm_judge import (
+    JUDGE_PROMPT_VERSION,
+    VERDICT_SCHEMA,
+    UnparseableReply,
+    judge_messages,
+    parse_reply,
+)
 from harness.judging.verdict import MODES, Mode, Verdict
 from harness.libenv import quiet_litellm
 from harness.progress import DEFAULT_EVERY_S, Snapshot, Ticker
-from serve.engine_watch import EngineWatch, next_limit
+from harness.retry import AdaptiveLimiter, CallFailed, FanoutCounters, RetryPolicy, call_with_retries
 from harness.runstore import RunStore, TableMissing, read_manifest, read_table, run_dir
 from harness.schema import CELL_COLUMNS, VERDICT_TYPES, row
+from serve.engine_watch import EngineWatch, next_limit
 
 
 class JudgeError(SkillsweepError, ValueError):
@@ -129,11 +136,13 @@ class JudgingSummary:
 
 
 def verdict_id(cell_id: str, label: str, mode: str) -> str:
+    """A verdict's stable id: the cell, the judge label and mode, and the prompt and extractor versions."""
     key = [cell_id, label, mode, JUDGE_PROMPT_VERSION, EXTRACTOR_VERSION]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
 
 
 def reason_class(reason: str) -> str:
+    """A failure reason's class (the text before its first colon), for counting reasons."""
     return reason.split(":")[0][:60]
 
 
@@ -153,10 +162,13 @@ class LLMJudge:
 
     def __init__(self, req: JudgeRequest, stats: JudgeStats, calls: RunStore):
         self.req, self.stats, self.calls = req, stats, calls
+        if not req.judge_model:
+            raise JudgeError(f"mode {req.mode!r} needs a judge model")
+        self.model: str = req.judge_model
         self.limiter = AdaptiveLimiter(req.concurrency)
         # A local engine gets no wall-clock cap per call (harness.client.NO_TIMEOUT_S): a busy
         # CPU judge is slow, not broken, and a timed-out call would only be made again.
-        self.local = is_local_engine(req.judge_model)
+        self.local = is_local_engine(self.model)
         self.policy = replace(req.policy, timeout_s=None) if self.local else req.policy
         # Set (inside the event loop) for a local engine with a known address: its watch decides
         # when a call is abandoned, and its queue sets how many calls are in flight.
@@ -164,12 +176,13 @@ class LLMJudge:
         self._check_credentials()
 
     def _check_credentials(self) -> None:
-        require_credentials(self.req.judge_model, "judge", "SKILLSWEEP_JUDGE_API_KEY")
+        require_credentials(self.model, "judge", "SKILLSWEEP_JUDGE_API_KEY")
 
     def _kwargs(self, messages: list[dict]) -> dict:
         req = self.req
-        kwargs = dict(model=req.judge_model, messages=messages, temperature=0.0, max_tokens=req.max_tokens,
-                      timeout=self.policy.timeout_s or NO_TIMEOUT_S, max_retries=0, num_retries=0)
+        kwargs: dict[str, Any] = dict(model=req.judge_model, messages=messages, temperature=0.0,
+                                      max_tokens=req.max_tokens, timeout=self.policy.timeout_s or NO_TIMEOUT_S,
+                                      max_retries=0, num_retries=0)
         if req.api_base:
             kwargs["api_base"] = req.api_base
         key = os.environ.get("SKILLSWEEP_JUDGE_API_KEY")
@@ -202,7 +215,7 @@ class LLMJudge:
                 usage["attempts"] += exc.attempts
                 self._log_call(vid, "failed", exc.attempts, None, time.perf_counter() - started, exc.reason)
                 self.stats.llm_call_failed += 1
-                return Verdict.unscored(self.req.judge_model, f"judge call failed: {exc.reason}"), usage
+                return Verdict.unscored(self.model, f"judge call failed: {exc.reason}"), usage
             usage["attempts"] += attempts
             elapsed = time.perf_counter() - started
             usage["latency_s"] += elapsed
@@ -217,9 +230,9 @@ class LLMJudge:
                     self.stats.parse_retries += 1
                 continue
             self._log_call(vid, "ok", attempts, response, elapsed, None)
-            return Verdict(reply.conclusion_reached, reply.score, self.req.judge_model,
+            return Verdict(reply.conclusion_reached, reply.score, self.model,
                            rationale=reply.rationale, criteria_met=tuple(reply.criteria_met)), usage
-        return Verdict.unscored(self.req.judge_model, f"unparseable judge reply after retry: {last_error}"), usage
+        return Verdict.unscored(self.model, f"unparseable judge reply after retry: {last_error}"), usage
 
     @staticmethod
     def _add_usage(usage: dict, response) -> None:
@@ -248,7 +261,8 @@ def _extract(req: JudgeRequest, ep: dict, task) -> Verdict | None:
     """The extractor's verdict for a cell it may judge in this mode; None where it has no say."""
     if task is None or _uses_llm(req.mode, ep["query_type"]) or QueryType(ep["query_type"]) not in DETERMINISTIC_TYPES:
         return None
-    response = ep.get("final") if ep.get("final") is not None else ep.get("response") or ""
+    final = ep.get("final")
+    response = final if final is not None else ep.get("response") or ""
     return judge_deterministic(ep["query_type"], response, task.expected, question_options(task.question))
 
 
@@ -276,28 +290,31 @@ def _verdict_row(episode: dict, vid: str, req: JudgeRequest, label: str, verdict
 
 
 def default_label(req: JudgeRequest) -> str:
+    """The verdict set's label: the one given, or the mode and the judge model's short name."""
     if req.label:
         return req.label
     if req.mode == Mode.DETERMINISTIC:
         return "deterministic"
+    assert req.judge_model is not None, "an LLM mode has a judge model (run_judging checks)"
     return f"{req.mode}:{req.judge_model.split('/')[-1]}"
 
 
 def _check_one_judge(latest: dict[str, dict], label: str, req: JudgeRequest) -> None:
     """A verdict set holds one judge configuration: refuse to add another judge or mode to it."""
     judge = req.judge_model if req.mode != Mode.DETERMINISTIC else None
-    for row in latest.values():
-        if row.get("judge_label") != label:
+    for prior in latest.values():
+        if prior.get("judge_label") != label:
             continue
-        if row.get("mode") != req.mode:
-            raise JudgeError(f"verdict set {label!r} was judged in mode {row.get('mode')}, not {req.mode}: "
+        if prior.get("mode") != req.mode:
+            raise JudgeError(f"verdict set {label!r} was judged in mode {prior.get('mode')}, not {req.mode}: "
                              "pass another --label for a new verdict set")
-        if row.get("judge_kind") == "llm" and judge and row.get("judge") != judge:
-            raise JudgeError(f"verdict set {label!r} was judged by {row.get('judge')}; --judge-model {judge} would mix "
+        if prior.get("judge_kind") == "llm" and judge and prior.get("judge") != judge:
+            raise JudgeError(f"verdict set {label!r} was judged by {prior.get('judge')}; --judge-model {judge} would mix "
                              "two judges in one set: pass another --label for a new verdict set")
 
 
 def run_judging(req: JudgeRequest, progress=None) -> JudgingSummary:
+    """Judge a run's episodes (deterministically, by an LLM, or both) into its verdicts table; returns a summary."""
     if req.mode not in MODES:
         raise JudgeError(f"mode {req.mode!r}: expected one of {', '.join(MODES)}")
     if req.mode != Mode.DETERMINISTIC and not req.judge_model:
@@ -337,13 +354,15 @@ def run_judging(req: JudgeRequest, progress=None) -> JudgingSummary:
 
         async def one(vid: str, ep: dict) -> None:
             task = tasks.get(ep["task_uid"])
-            response = ep.get("final") if ep.get("final") is not None else ep.get("response") or ""
+            final = ep.get("final")
+            response = final if final is not None else ep.get("response") or ""
             escalated = extracted[vid] if _escalates(req, extracted[vid]) else None
             llm = _uses_llm(req.mode, ep["query_type"]) or escalated is not None
             usage: dict = {}
             if task is None:
                 verdict = Verdict.unscored("none", f"task {ep['task_uid']} is not in bench {bench.name}")
             elif llm:
+                assert judge is not None, "needs_llm covers every cell an LLM judges"
                 stats.llm_verdicts += 1
                 verdict, usage = await judge.judge(vid, judge_messages(
                     question=task.question, passage=task.passage, expected=task.expected,
@@ -352,13 +371,15 @@ def run_judging(req: JudgeRequest, progress=None) -> JudgingSummary:
             elif req.mode == Mode.DETERMINISTIC and QueryType(ep["query_type"]) not in DETERMINISTIC_TYPES:
                 verdict = Verdict.unscored("none", "free-form answers need an LLM judge (mode deterministic)")
             else:
-                verdict = extracted[vid]
+                found = extracted[vid]
+                assert found is not None, "the extractor has a verdict for every other cell"
+                verdict = found
             store.append(_verdict_row(ep, vid, req, label, verdict, usage, llm, escalated))
             stats.judged += 1
             stats.cost_usd += usage.get("cost_usd", 0.0) or 0.0
             if verdict.passed is None:
                 stats.unscored += 1
-                stats.unscored_reasons[reason_class(verdict.unscored_reason)] += 1
+                stats.unscored_reasons[reason_class(verdict.unscored_reason or "")] += 1
             elif verdict.passed:
                 stats.passed += 1
             else:

@@ -54,6 +54,7 @@ class UnparseableReply(ValueError):
 
 def judge_messages(*, question: str, passage: str, expected: str, must_identify: list[str],
                    correct_conclusion: str, response: str) -> list[dict]:
+    """The messages asking an LLM judge to grade one response against the reference and its points."""
     criteria = "\n".join(f"- {c}" for c in must_identify) or "- (none listed)"
     user = (
         f"Passage:\n{passage or '(none)'}\n\n"

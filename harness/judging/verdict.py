@@ -22,7 +22,8 @@ class Mode(str, Enum):
     def __str__(self) -> str:
         return self.value
 
-    __format__ = str.__format__
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
 
 
 MODES = tuple(m.value for m in Mode)

@@ -31,6 +31,7 @@ def find_gguf() -> Path:
 
 
 def build_smollm2(out: Path) -> None:
+    """Write the embedded SmolLM2 GGUF as a bfloat16 safetensors model folder vLLM can serve."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 

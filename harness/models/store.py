@@ -112,6 +112,7 @@ def _builtin(name: str) -> BuiltinModel:
 
 
 def is_prepared(name: str, root: Path | None = None) -> bool:
+    """Whether a built-in model is prepared in the store, at its current version."""
     model = _builtin(name)
     marker = _read_marker((root or models_dir()) / name)
     return marker is not None and marker.get("version") == model.version
@@ -147,6 +148,7 @@ def prepare(name: str, root: Path | None = None, *, force: bool = False) -> Path
 
 
 def list_models(root: Path | None = None) -> list[StoreEntry]:
+    """The built-in models, each with its path, whether it is prepared, and its size."""
     root = root or models_dir()
     entries = []
     for name, model in BUILTIN_MODELS.items():

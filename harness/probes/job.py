@@ -21,6 +21,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 
@@ -66,6 +67,7 @@ class ProbeRequest:
 
 
 def probe_prompt(probe: Probe) -> RenderedPrompt:
+    """The messages for a probe: the probe system prompt and the probe's text (no skill block)."""
     messages = ({"role": "system", "content": PROBE_SYSTEM}, {"role": "user", "content": probe.prompt})
     return RenderedPrompt(probe, CONDITION, None, messages)  # a probe stands in for a task
 
@@ -82,7 +84,9 @@ def _rule_row(ep: dict, probe: Probe, column: str, value: bool, rule: str) -> di
 
 
 def rule_scores(ep: dict, probe: Probe) -> list[dict]:
-    text = ep.get("final") if ep.get("final") is not None else ep.get("response") or ""
+    """The rule-based scores of one probe episode: format lock, phantom skill block, factual hit."""
+    final = ep.get("final")
+    text = final if final is not None else ep.get("response") or ""
     rows = [_rule_row(ep, probe, "format_locked", format_locked(text), "answer-tag"),
             _rule_row(ep, probe, "phantom_skill_block", phantom_skill_block(text), "phantom-patterns")]
     if probe.kind == ProbeKind.FACTUAL and probe.answers:
@@ -167,7 +171,7 @@ def paired_table(scores: pl.DataFrame, targets: list[Target]) -> pl.DataFrame:
             scored = col.filter(pl.col("value").is_not_null())
             row = {"model_label": t.label, "base_label": base_label, "column": column, "n": len(scored),
                    "positives": int(scored["value"].sum() or 0), "unscored": len(col) - len(scored),
-                   "rate": float(scored["value"].mean()) if len(scored) else None,
+                   "rate": float(cast(float, scored["value"].mean())) if len(scored) else None,  # a numeric mean
                    "a": None, "b": None, "c": None, "d": None, "p": None, "method": None, "n_paired": None}
             if base_label:
                 base = (scores.filter((pl.col("model_label") == base_label) & (pl.col("column") == column)
@@ -207,6 +211,7 @@ def _targets(req: ProbeRequest, stack: ExitStack, cells_done) -> tuple[list[Targ
 
 
 def run_probe_battery(req: ProbeRequest, progress=None) -> dict:
+    """Run a probe battery against base and adapters, score it by rules, write its table; returns a summary."""
     battery = load_battery(req.battery)
     folder = run_dir(req.run)
     with ExitStack() as stack:

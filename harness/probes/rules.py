@@ -30,13 +30,16 @@ PHANTOM_PATTERNS = tuple(re.compile(p, re.I) for p in (
 
 
 def format_locked(response: str) -> bool:
+    """Whether a response carries the answer tag, the trained format leaking into a free-form probe."""
     return _TAG.search(response or "") is not None
 
 
 def phantom_skill_block(response: str) -> bool:
+    """Whether a probe response refers to a skill block or a supplied procedure (probes supply none)."""
     return any(p.search(response or "") for p in PHANTOM_PATTERNS)
 
 
 def factual_hit(response: str, answers: list[str]) -> bool:
+    """Whether a response names one of the accepted answers, as a whole word."""
     text = (response or "").lower()
     return any(re.search(rf"(?<!\w){re.escape(a.lower())}(?!\w)", text) for a in answers if a.strip())

@@ -58,7 +58,8 @@ def sft_decomposition(pre: Paired, post: Paired, *, n_boot: int = N_BOOT, seed: 
         "delta_cu": cu1.mean() - cu0.mean(),
         "delta_lift": (cu1.mean() - bl1.mean()) - (cu0.mean() - bl0.mean()),
     }
-    out = {"n": len(j), "pre_delta": float(cu0.mean() - bl0.mean()), "post_delta": float(cu1.mean() - bl1.mean())}
+    out: dict[str, float | list[float]] = {"n": len(j), "pre_delta": float(cu0.mean() - bl0.mean()),
+                                           "post_delta": float(cu1.mean() - bl1.mean())}
     for key in boot:
         out[key] = float(point[key])
         out[f"{key}_ci95"] = percentile_ci(boot[key])

@@ -18,6 +18,7 @@ from harness.stats.seeds import seed_summary
 
 
 def load_verdicts(run: str | Path) -> pl.DataFrame:
+    """A run's verdicts (the last per verdict id); names the command to run when there are none."""
     folder = run_dir(run)
     try:
         return read_table(folder, "verdicts", "verdict_id", keep="last")
@@ -27,6 +28,7 @@ def load_verdicts(run: str | Path) -> pl.DataFrame:
 
 
 def choose_judge(verdicts: pl.DataFrame, judge: str | None) -> str:
+    """The verdict set to analyse: the one asked for, or the only one the run has."""
     labels = sorted(verdicts["judge_label"].unique().to_list())
     if judge is None:
         if len(labels) != 1:
@@ -38,6 +40,7 @@ def choose_judge(verdicts: pl.DataFrame, judge: str | None) -> str:
 
 
 def models_meta(run: str | Path) -> dict:
+    """What the run's manifest records about each model (base, adapter, path)."""
     return read_manifest(run_dir(run)).get("models", {})
 
 
@@ -47,6 +50,7 @@ def _stage(frame: pl.DataFrame) -> str:
 
 def compute(verdicts: pl.DataFrame, judge: str, *, meta: dict | None = None, allow_path_mismatch: bool = False,
             n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """The statistics of one verdict set: per model paired rates, McNemar, bootstrap CIs, per skill."""
     meta = meta or {}
     rows = verdicts.filter(pl.col("judge_label") == judge)
     labels = sorted(rows["model_label"].unique().to_list())
@@ -103,5 +107,6 @@ def compute(verdicts: pl.DataFrame, judge: str, *, meta: dict | None = None, all
 
 
 def run_stats(run: str | Path, judge: str | None = None, **kwargs) -> dict:
+    """The statistics of a run's verdicts, for one judge label (see :func:`compute`)."""
     verdicts = load_verdicts(run)
     return compute(verdicts, choose_judge(verdicts, judge), meta=models_meta(run), **kwargs)

@@ -32,6 +32,7 @@ class McNemar:
 
 
 def mcnemar(a: int, b: int, c: int, d: int) -> McNemar:
+    """McNemar's test on a paired 2x2 table: exact binomial when few pairs disagree, else chi-squared."""
     discordant = b + c
     if discordant == 0:
         return McNemar(a, b, c, d, 0.0, 1.0, "exact")
@@ -60,6 +61,7 @@ class Paired:
 
 
 def paired_outcomes(verdicts: pl.DataFrame, model_label: str) -> Paired:
+    """One model's baseline and curated outcomes, paired by task (tasks scored in both only)."""
     rows = verdicts.filter(pl.col("model_label") == model_label)
     if rows.is_empty():
         raise ValueError(f"no verdicts for model {model_label!r}")
@@ -88,10 +90,12 @@ def paired_outcomes(verdicts: pl.DataFrame, model_label: str) -> Paired:
 
 
 def bootstrap_indices(n: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+    """Resampling indices for a paired bootstrap, reproducible from the seed."""
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
 def percentile_ci(samples: np.ndarray) -> list[float]:
+    """The 95% percentile interval of bootstrap samples."""
     lo, hi = np.percentile(samples, [2.5, 97.5])
     return [float(lo), float(hi)]
 
@@ -105,6 +109,7 @@ def delta_ci(bl: np.ndarray, cu: np.ndarray, n_boot: int = N_BOOT, seed: int = 0
 
 
 def model_stats(paired: Paired, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """One model's figures: pass rates, their difference, McNemar and bootstrap intervals."""
     bl, cu = paired.bl, paired.cu
     n = len(bl)
     a = int(((bl == 1) & (cu == 1)).sum())
@@ -116,7 +121,7 @@ def model_stats(paired: Paired, n_boot: int = N_BOOT, seed: int = 0) -> dict:
         "n": n,
         "baseline": {"passed": int(bl.sum()), "rate": rate(bl)},
         "curated": {"passed": int(cu.sum()), "rate": rate(cu)},
-        "delta": rate(cu) - rate(bl) if n else None,
+        "delta": float(cu.mean()) - float(bl.mean()) if n else None,
         "mcnemar": mcnemar(a, b, c, d).as_dict(),
         "delta_ci95": delta_ci(bl, cu, n_boot, seed),
         "unscored_excluded": paired.unscored_excluded,
@@ -125,6 +130,7 @@ def model_stats(paired: Paired, n_boot: int = N_BOOT, seed: int = 0) -> dict:
 
 
 def bonferroni(pvalues: dict[str, float]) -> dict[str, float]:
+    """Bonferroni-adjusted p-values (each times the number of tests, capped at 1)."""
     m = len(pvalues)
     return {k: min(1.0, p * m) for k, p in pvalues.items()}
 

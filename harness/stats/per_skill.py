@@ -11,6 +11,7 @@ from harness.stats.paired import Paired
 
 
 def per_skill(paired: Paired) -> pl.DataFrame:
+    """Per skill: tasks, baseline and curated rates, their difference, and its cluster (lift, flat, regression)."""
     frame = (paired.tasks.group_by("skill")
              .agg(pl.len().alias("n"), pl.col("bl").cast(pl.Float64).mean().alias("baseline"),
                   pl.col("cu").cast(pl.Float64).mean().alias("curated"))
@@ -33,6 +34,7 @@ def spearman_delta_vs_baseline(skills: pl.DataFrame, *, non_ceiling: bool = Fals
 
 
 def cluster_summary(skills: pl.DataFrame) -> dict:
+    """The skills in each cluster and their mean baseline rate."""
     out = {}
     for name in ("lift", "flat", "regression"):
         part = skills.filter(pl.col("cluster") == name)
