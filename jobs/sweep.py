@@ -630,6 +630,24 @@ class SweepRefused(Exception):
     """The sweep cannot start as asked; the message says what to do instead."""
 
 
+# Where Ray unpacks a job's --working-dir (Ray 2.x): a copy it deletes when it cleans up.
+RAY_WORKING_DIR_COPY = ("runtime_resources", "working_dir_files")
+
+
+def ephemeral_out(out: Path) -> str | None:
+    """Why ``out`` must not hold a run (it resolves inside Ray's temporary copy of the job's
+    working dir, where results vanish once Ray cleans up), or None when it may."""
+    resolved = out.expanduser().resolve()
+    parts = resolved.parts
+    for i in range(len(parts) - 1):
+        if parts[i:i + 2] == RAY_WORKING_DIR_COPY:
+            return (f"--out {out} resolves to {resolved}, inside Ray's temporary copy of the job's working dir, "
+                    "which Ray deletes later: pass an absolute --out on storage every node sees, e.g. "
+                    "`ray job submit --working-dir . -- python -m jobs.sweep CONFIG --out $PWD/results` "
+                    "(`skillsweep run` does this for you)")
+    return None
+
+
 def _recipe_method(recipe_path: str) -> str:
     return load_recipe(recipe_path).method
 
@@ -662,6 +680,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.environ.get("SKILLSWEEP_RESULTS", "results"),
                         help="results root; give an absolute path (shared storage on a cluster)")
     args = parser.parse_args(argv)
+    refused = ephemeral_out(Path(args.out))
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
 
     apply_env_defaults()
     ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=NAMESPACE, log_to_driver=True)

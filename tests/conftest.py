@@ -10,6 +10,9 @@ import uuid
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+# Ray reads its auth mode once, when first imported; test modules import the sweep (and so
+# ray) at collection, before any head starts, so the session states it here as make does.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 # Every vLLM process this session starts (directly, or through Ray) carries this marker, so
 # the session can tell its own leftovers from anyone else's.
 os.environ["SKILLSWEEP_OWNER"] = f"pytest-{uuid.uuid4().hex[:12]}"

@@ -160,3 +160,18 @@ def test_paper_plan_prints_without_a_gpu():
                                                                   "Qwen/Qwen3.5-4B"}
     assert any(t["kind"] == "api" and t["label"] == "haiku-4-5" for t in plan["targets"])
     assert {j["label"] for j in plan["judges"]} == {"opus", "opus-det-mixed", "gpt"}
+
+
+def test_a_job_writing_into_rays_working_dir_copy_refuses_to_start(tmp_path, monkeypatch, capsys):
+    """`ray job submit --working-dir .` runs the job in a copy Ray deletes later: a relative
+    --out there would lose the run, so the job refuses before touching Ray and says what to pass."""
+    from jobs.sweep import ephemeral_out, main
+
+    copy = tmp_path / "session_1" / "runtime_resources" / "working_dir_files" / "_ray_pkg_abc"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    assert ephemeral_out(Path("results")) and ephemeral_out(copy / "out")
+    assert ephemeral_out(tmp_path / "results") is None and ephemeral_out(Path("/shared/results")) is None
+    assert main(["eval_configs/smoke.yaml", "--out", "results"]) == 2
+    err = capsys.readouterr().err
+    assert "Ray's temporary copy" in err and "--out $PWD/results" in err and str(copy) in err
