@@ -160,3 +160,22 @@ def test_paper_plan_prints_without_a_gpu():
                                                                   "Qwen/Qwen3.5-4B"}
     assert any(t["kind"] == "api" and t["label"] == "haiku-4-5" for t in plan["targets"])
     assert {j["label"] for j in plan["judges"]} == {"opus", "opus-det-mixed", "gpt"}
+
+
+def test_train_task_reads_back_a_finished_training_as_its_summary(tmp_path):
+    """Already trained (same recipe and seed): the task returns the stored TrainingSummary, skipped,
+    and the file it read is exactly that summary's as_dict()."""
+    from jobs.sweep import train_task
+    from train.recipe import load_recipe
+    from train.trainer import TrainingSummary
+
+    recipe_path = Path(__file__).resolve().parents[1] / "eval_configs" / "recipes" / "smoke-lora.yaml"
+    recipe = load_recipe(recipe_path)
+    meta = {"recipe": recipe.model_dump(), "recipe_name": recipe.name, "method": recipe.method, "seed": 2,
+            "loss_curve": [1.0, 0.5], "steps": 2, "content_hash": "ab" * 32, "unknown_old_key": 1}
+    (tmp_path / "training_meta.json").write_text(json.dumps(meta))
+    summary = train_task._function(str(recipe_path), 2, str(tmp_path), "local:tiny-qwen3", "corpus.jsonl", [])
+    assert isinstance(summary, TrainingSummary) and summary.skipped and summary.loss_curve == [1.0, 0.5]
+    assert summary.method == recipe.method and "skipped" not in summary.as_dict()
+    assert {k: summary.as_dict()[k] for k in meta if k != "unknown_old_key"} == {
+        k: v for k, v in meta.items() if k != "unknown_old_key"}
