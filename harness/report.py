@@ -22,7 +22,7 @@ from harness.judging.agreement import agreement
 from harness.judging.job import reason_class
 from harness.probes.report import probe_table
 from harness.runstore import run_dir
-from harness.stats.job import choose_judge, compute, load_verdicts, models_meta
+from harness.stats.job import StatsSummary, choose_judge, compute, load_verdicts, models_meta
 from harness.stats.paired import N_BOOT
 
 # matplotlib is imported where the plots are drawn: about a second, which only a report needs.
@@ -44,14 +44,14 @@ def _p(p) -> str:
     return "—" if p is None else (f"{p:.2e}" if p < 1e-3 else f"{p:.4f}")
 
 
-def _plots(stats: dict, out: Path, agree: dict | None) -> list[tuple[str, str]]:
+def _plots(stats: StatsSummary, out: Path, agree: dict | None) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     files = []
-    models = stats["models"]
+    models = stats.models
     # Pre-SFT Δ across sizes, with post-SFT points.
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     pre = [(m.get("size") or m.get("base_model") or l, m["delta"], l) for l, m in models.items() if m["stage"] == "pre"]
@@ -81,7 +81,7 @@ def _plots(stats: dict, out: Path, agree: dict | None) -> list[tuple[str, str]]:
     fig.savefig(out / "trajectory.png", dpi=110)
     plt.close(fig)
     files.append(("trajectory.png", "Δ trajectory"))
-    for label, skills in stats["per_skill"].items():
+    for label, skills in stats.per_skill.items():
         frame = pl.DataFrame(skills["skills"])
         if frame.is_empty():
             continue
@@ -141,8 +141,8 @@ def _plots(stats: dict, out: Path, agree: dict | None) -> list[tuple[str, str]]:
     return files
 
 
-def _tables(stats: dict, agree: dict | None) -> list[tuple[str, list[str], list[list[str]], str]]:
-    models = stats["models"]
+def _tables(stats: StatsSummary, agree: dict | None) -> list[tuple[str, list[str], list[list[str]], str]]:
+    models = stats.models
     t2 = [[l, _f(m["baseline"]["rate"]), _f(m["curated"]["rate"]), _f(m["delta"], True),
            f"{m['mcnemar']['method']} {_f(m['mcnemar']['statistic'])}, p={_p(m['mcnemar']['p'])}",
            _p(m.get("p_holm")), _ci(m["delta_ci95"]), str(m["n"]), str(m["unscored_excluded"])]
@@ -150,16 +150,16 @@ def _tables(stats: dict, agree: dict | None) -> list[tuple[str, list[str], list[
     tables = [("Pass rates and paired tests (cf. the study's Table 2)",
                ["model", "BL", "CU", "Δ", "McNemar", "p (Holm)", "bootstrap 95% CI on Δ", "n", "unscored"], t2,
                "Δ = CU − BL on tasks scored in both conditions; unscored verdicts are excluded and counted.")]
-    if stats["decomposition"]:
+    if stats.decomposition:
         t1 = [[d["post"], d["pre"], _f(d["pre_delta"], True), _f(d["post_delta"], True),
                f"{_f(d['delta_bl'], True)} {_ci(d['delta_bl_ci95'])}", f"{_f(d['delta_cu'], True)} {_ci(d['delta_cu_ci95'])}",
-               f"{_f(d['delta_lift'], True)} {_ci(d['delta_lift_ci95'])}"] for d in stats["decomposition"].values()]
+               f"{_f(d['delta_lift'], True)} {_ci(d['delta_lift_ci95'])}"] for d in stats.decomposition.values()]
         tables.append(("SFT contribution (cf. Table 1)", ["post-SFT", "pre-SFT", "pre Δ", "post Δ", "ΔBL", "ΔCU", "Δ-lift"],
                        t1, "Matched generation path required; CIs from one task resample shared by all three."))
     t7 = [[pair, f"{_f(c['independent']['difference'], True)} {_ci(c['independent']['ci95'])}",
            _p(c["independent"]["p_one_sided"]),
            f"{_f(c['paired_by_task']['difference'], True)} {_ci(c['paired_by_task']['ci95'])}",
-           _p(c["paired_by_task"]["p_one_sided"])] for pair, c in stats["cross_model"].items()]
+           _p(c["paired_by_task"]["p_one_sided"])] for pair, c in stats.cross_model.items()]
     if t7:
         tables.append(("Cross-model tests of Δ_A > Δ_B (cf. Table 7)",
                        ["A vs B", "Δ_A − Δ_B (independent)", "p one-sided", "Δ_A − Δ_B (paired by task)", "p one-sided"],
@@ -171,17 +171,17 @@ def _tables(stats: dict, agree: dict | None) -> list[tuple[str, list[str], list[
         tables.append((f"Judge agreement: {agree['judge_a']} vs {agree['judge_b']} (cf. Table 4)",
                        ["model", "n", "agreement", "κ", "κ BL", "κ CU", "Δ A", "Δ B", "shift B−A"], t4,
                        "κ pooled over both conditions; episodes either judge left unscored are excluded."))
-    if stats["seeds"]:
+    if stats.seeds:
         ts = [[g, ", ".join(s["seeds"]), _f(s["delta_mean"], True), _f(s["delta_sd"]), _ci(s["mean_delta_ci95"]),
-               f"{s['pooled_mcnemar']['method']} p={_p(s['pooled_mcnemar']['p'])}"] for g, s in stats["seeds"].items()]
+               f"{s['pooled_mcnemar']['method']} p={_p(s['pooled_mcnemar']['p'])}"] for g, s in stats.seeds.items()]
         tables.append(("Across seeds", ["model", "seeds", "mean Δ", "sd", "95% CI of mean Δ", "pooled McNemar"], ts, ""))
     return tables
 
 
-def effect_sentences(stats: dict) -> list[str]:
+def effect_sentences(stats: StatsSummary) -> list[str]:
     """Each model's Δ in words, with its CI and n; a CI containing 0 is called a null effect."""
     out = []
-    for label, m in stats["models"].items():
+    for label, m in stats.models.items():
         n, ci = m["n"], m["delta_ci95"]
         if not n or not ci or ci[0] is None:
             out.append(f"{label}: no task has a scored verdict in both conditions, so Δ cannot be estimated "
@@ -194,7 +194,7 @@ def effect_sentences(stats: dict) -> list[str]:
             out.append(f"{label}: no detectable effect of the curated skill ({tail}); the CI contains 0.{same}")
         else:
             out.append(f"{label}: the curated skill {'raises' if m['delta'] > 0 else 'lowers'} the pass rate ({tail}).")
-    for d in stats.get("decomposition", {}).values():
+    for d in stats.decomposition.values():
         lo, hi = d.get("delta_lift_ci95") or (None, None)
         if lo is None or hi is None:
             continue
@@ -262,7 +262,7 @@ def identical_sentence(probe: dict) -> str:
             "so many of them pull Δ toward 0.")
 
 
-def findings(folder: Path, stats: dict, verdicts: pl.DataFrame) -> list[str]:
+def findings(folder: Path, stats: StatsSummary, verdicts: pl.DataFrame) -> list[str]:
     """The report's findings: effects, unscored cells, identical responses."""
     lines = effect_sentences(stats) + unscored_sentences(verdicts)
     episodes = folder / "episodes.parquet"
@@ -291,11 +291,11 @@ def render_report(run: str | Path, judge: str | None = None, judge_b: str | None
     others = [l for l in sorted(verdicts["judge_label"].unique().to_list()) if l != judge]
     other = judge_b or (others[0] if others else None)
     agree = agreement(verdicts, judge, other) if other else None
-    (folder / "stats.json").write_text(json.dumps(stats, indent=2, default=str))
+    (folder / "stats.json").write_text(json.dumps(stats.as_dict(), indent=2, default=str))
     images = _plots(stats, folder, agree)
     tables = _tables(stats, agree)
     tables += [t for t in [probe_table(folder)] if t]
-    single = stats["single_seed_models"]
+    single = stats.single_seed_models
     note = (f"Single-seed models: {', '.join(single)}. Their tests are within-seed only." if single else "")
     boot = f"Bootstrap CIs and tests: {n_boot} task resamples (seed {seed})."
     said = findings(folder, stats, verdicts)

@@ -62,9 +62,9 @@ from serve.engine_watch import Health
 from serve.hardware import cpu_info
 from serve.server import COMPACT_JSON_ARGS
 from serve.serving import Serving, server_spec
-from train.corpus import CorpusRequest, build_corpus
+from train.corpus import CorpusRequest, CorpusSummary, build_corpus
 from train.recipe import load_recipe
-from train.trainer import train_one
+from train.trainer import TrainingSummary, train_one
 
 # torch is imported by _bind_cores, in trainer workers only: seconds for the driver otherwise.
 
@@ -155,17 +155,19 @@ def _bind_cores(cores: list[int]) -> None:
 
 
 @ray.remote(max_calls=1)  # a fresh worker per training: its core binding must not outlive it
-def train_task(recipe_path: str, seed: int, out: str, model: str, corpus, cores: list[int]) -> dict:
-    """Ray task: train one recipe with one seed on the given cores, skipped when already trained."""
+def train_task(recipe_path: str, seed: int, out: str, model: str, corpus: CorpusSummary | str,
+               cores: list[int]) -> TrainingSummary:
+    """Ray task: train one recipe with one seed on the given cores, skipped when already trained.
+    ``corpus``: the corpus task's summary (its ref, resolved by Ray) or an existing corpus's path."""
     _bind_cores(cores)
-    corpus_path = corpus.get("corpus") if isinstance(corpus, dict) else corpus
+    corpus_path = corpus.corpus if isinstance(corpus, CorpusSummary) else corpus
     meta_file = Path(out) / "training_meta.json"
     recipe = load_recipe(recipe_path)
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
         if meta.get("recipe") == recipe.model_dump() and meta.get("seed") == seed:
-            return {**meta, "skipped": True}
-    return {**train_one(recipe, seed, Path(out), model=model, corpus=corpus_path), "skipped": False}
+            return TrainingSummary.from_dict(meta, skipped=True)
+    return train_one(recipe, seed, Path(out), model=model, corpus=corpus_path)
 
 
 @ray.remote
@@ -207,12 +209,9 @@ def probe_task(request) -> dict:
 
 
 @ray.remote
-def corpus_task(teacher: str, teacher_url: str | None, out: str, bench: str, judge: str | None,
-                judge_api_base: str | None, mode: Mode, max_tokens: int) -> dict:
+def corpus_task(request: CorpusRequest) -> CorpusSummary:
     """Ray task: build the training corpus from a teacher's judged answers."""
-    return build_corpus(CorpusRequest(teacher=teacher, teacher_url=teacher_url, out=Path(out), bench=bench,
-                                      judge=judge, judge_api_base=judge_api_base, mode=mode,
-                                      sampling=Sampling(max_tokens=max_tokens)))
+    return build_corpus(request)
 
 
 # ------------------------------------------------------------------ the driver
@@ -333,9 +332,11 @@ class Sweep:
         judge = next((j for j in self.config.judges if j.label == spec.judge), None)
         judge_model, judge_api = await self.judge_endpoint(judge) if judge else (None, None)
         log(f"corpus: tracing the train split with teacher {spec.teacher}")
-        return corpus_task.options(**self._driver()).remote(
-            teacher, teacher_url, str(path), self.bench, judge_model, judge_api,
-            judge.mode if judge else Mode.DETERMINISTIC, spec.max_tokens)
+        request = CorpusRequest(teacher=teacher, teacher_url=teacher_url, out=path, bench=self.bench,
+                                judge=judge_model, judge_api_base=judge_api,
+                                mode=judge.mode if judge else Mode.DETERMINISTIC,
+                                sampling=Sampling(max_tokens=spec.max_tokens))
+        return corpus_task.options(**self._driver()).remote(request)
 
     async def run_corpus(self, ref) -> None:
         started = time.time()
@@ -344,8 +345,8 @@ class Sweep:
                 summary = await aget(ref)
         finally:
             self.corpus_done.set()
-        log(f"corpus: kept {summary['rows']} of {summary['traces']} traces → {summary['corpus']}")
-        self.stage["corpus"] = {"wall_s": round(time.time() - started, 2), **summary}
+        log(f"corpus: kept {summary.rows} of {summary.traces} traces → {summary.corpus}")
+        self.stage["corpus"] = {"wall_s": round(time.time() - started, 2), **summary.as_dict()}
 
     async def train(self, target, corpus):
         """A training, in its turn: after the corpus, and (in-turn) while no serving step runs."""
@@ -378,12 +379,12 @@ class Sweep:
                                      "cells": self.plan.tasks * len(self.config.conditions), "reason": reason})
                 log(f"{target.label}: {reason}")
                 return
-            key = "trained" if not meta.get("skipped") else "skipped"
+            key = "skipped" if meta.skipped else "trained"
             self.stage["training"][key] = self.stage["training"].get(key, 0) + 1
             self.stage["training"]["wall_s"] = max(self.stage["training"]["wall_s"], round(time.time() - started, 2))
             path = str(self.folder / "adapters" / adapter_folder(target.training.recipe_name, target.training.seed))
             alias = adapter_alias(target.training.recipe_name, target.training.seed)
-            if meta["method"] == "partial":  # a full checkpoint is its own server
+            if meta.method == "partial":  # a full checkpoint is its own server
                 server_key = target.label
                 self.start_server(server_key, path, model.max_model_len)
                 served = (await self.server_info(server_key))["served_name"]
@@ -392,7 +393,7 @@ class Sweep:
                 await self.server_info(server_key)
                 loaded = await aget(self.servers[server_key].load_adapter.remote(alias, path))
                 served = loaded["served_name"]
-                curve = meta.get("loss_curve") or [float("nan")]
+                curve = meta.loss_curve or [float("nan")]
                 log(f"{target.label}: trained (loss {curve[0]:.3f} → {curve[-1]:.3f}), registered as {served}")
         elif target.kind == "base":
             assert server_key is not None, "a base target's model is served"

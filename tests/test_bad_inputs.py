@@ -215,15 +215,16 @@ CASES = [
     # 8. every judge call failed: non-zero, and a refused connection is called one.
     Case("judge-every-call-failed",
          lambda c: _judge(c, "--mode", "llm-only", "--judge-model", "hosted_vllm/x", "--api-base", c.url + "/v1",
-                          "--label", "dead", "--max-attempts", "1"), 1,
+                          "--judge-label", "dead", "--max-attempts", "1"), 1,
          ["every judge call failed", "--only-unscored"], check=_all_unscored_by_connection,
          refuses=["server_error", "Give Feedback"]),
     # 9. one verdict set, one judge.
     Case("judge-only-unscored-other-judge",
-         lambda c: _judge(c, "--mode", "llm-only", "--judge-model", "hosted_vllm/b", "--label", "set-a",
-                          "--only-unscored"), 2, ["'set-a'", "hosted_vllm/a", "hosted_vllm/b", "another --label"]),
+         lambda c: _judge(c, "--mode", "llm-only", "--judge-model", "hosted_vllm/b", "--judge-label", "set-a",
+                          "--only-unscored"), 2,
+         ["'set-a'", "hosted_vllm/a", "hosted_vllm/b", "another --judge-label"]),
     Case("judge-label-other-mode",
-         lambda c: _judge(c, "--mode", "det-mixed", "--judge-model", "hosted_vllm/a", "--label", "set-a"), 2,
+         lambda c: _judge(c, "--mode", "det-mixed", "--judge-model", "hosted_vllm/a", "--judge-label", "set-a"), 2,
          ["'set-a'", "llm-only", "det-mixed"]),
     # 10. options that can only fail every request; an empty prompt.
     Case("generate-max-tokens-0", lambda c: _gen(c, "--max-tokens", "0"), 2, ["--max-tokens 0", ">= 1"]),

@@ -189,7 +189,7 @@ def test_judge_cli_deterministic(tmp_path):
     second = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     assert second["stats"]["judged"] == 0 and second["stats"]["skipped"] == n
     other = subprocess.run([sys.executable, "-m", "harness.cli", "rejudge", str(run), "--mode", "deterministic",
-                            "--label", "second"], capture_output=True, text=True, check=True).stdout
+                            "--judge-label", "second"], capture_output=True, text=True, check=True).stdout
     assert json.loads(other)["verdicts"] == n  # a new verdict set beside the first
     assert set(pl.read_parquet(run / "verdicts.parquet")["judge_label"]) == {"deterministic", "second"}
     bad = subprocess.run([sys.executable, "-m", "harness.cli", "judge", str(run), "--mode", "llm-only"],

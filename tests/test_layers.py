@@ -50,6 +50,12 @@ def test_deprecated_judge_spellings(tmp_path):
         assert "is deprecated" not in current.stderr and current.returncode == 2
         both = _cli(command, missing, "--judge", "x", new, "y")
         assert both.returncode == 2 and "give one of them" in both.stderr
+    old = _cli("judge", missing, "--label", "x")  # the verdict set's name: --label → --judge-label
+    assert "--label is deprecated here and goes in the next release; use --judge-label" in old.stderr, old.stderr
+    assert old.returncode == 2
+    both = _cli("judge", missing, "--label", "x", "--judge-label", "y")
+    assert both.returncode == 2 and "give one of them" in both.stderr
+    assert "--judge-label" in _cli("judge", "--help").stdout
     for command in ("corpus build", "probe-battery"):
         help_text = _cli(*command.split(), "--help").stdout
         assert "--judge-model" in help_text and "--judge " not in help_text  # the old spelling is hidden

@@ -135,14 +135,14 @@ def test_compute_pairs_pre_and_post_and_refuses_path_mismatch():
     pre = verdict_frame("base", [True] * 6 + [False] * 4, [True] * 5 + [False] * 5)
     post = verdict_frame("base+lora", [True] * 7 + [False] * 3, [True] * 9 + [False] * 1, adapter="h1")
     result = compute(pl.concat([pre, post]), "j", n_boot=300)
-    assert result["decomposition"]["base+lora vs base"]["pre"] == "base"
-    assert result["models"]["base"]["stage"] == "pre" and result["models"]["base+lora"]["stage"] == "post"
-    assert set(result["models"]["base"]) >= {"p_holm", "p_bonferroni"}
+    assert result.decomposition["base+lora vs base"]["pre"] == "base"
+    assert result.models["base"]["stage"] == "pre" and result.models["base+lora"]["stage"] == "post"
+    assert set(result.models["base"]) >= {"p_holm", "p_bonferroni"}
     other_path = verdict_frame("base+lora", [True] * 7 + [False] * 3, [True] * 9 + [False] * 1, adapter="h1",
                                max_tokens=1024)
     with pytest.raises(PathMismatch, match="max_tokens"):
         compute(pl.concat([pre, other_path]), "j", n_boot=100)
-    assert compute(pl.concat([pre, other_path]), "j", n_boot=100, allow_path_mismatch=True)["decomposition"]
+    assert compute(pl.concat([pre, other_path]), "j", n_boot=100, allow_path_mismatch=True).decomposition
 
 
 def test_decomposition_pairs_a_post_sft_model_with_every_pre_sft_model_of_its_base():
@@ -151,7 +151,7 @@ def test_decomposition_pairs_a_post_sft_model_with_every_pre_sft_model_of_its_ba
     rerun = verdict_frame("base-rerun", [True] * 3 + [False] * 7, [True] * 8 + [False] * 2)
     post = verdict_frame("base+lora", [True] * 7 + [False] * 3, [True] * 9 + [False] * 1, adapter="h1")
     result = compute(pl.concat([pre, rerun, post]), "j", n_boot=200)
-    pairs = {(d["post"], d["pre"]): d for d in result["decomposition"].values()}
+    pairs = {(d["post"], d["pre"]): d for d in result.decomposition.values()}
     assert set(pairs) == {("base+lora", "base"), ("base+lora", "base-rerun")}
     assert pairs["base+lora", "base"]["pre_delta"] == pytest.approx(-0.1)
     assert pairs["base+lora", "base-rerun"]["pre_delta"] == pytest.approx(0.5)
@@ -175,7 +175,9 @@ def test_report_uses_and_records_the_bootstrap_count(tmp_path):
     stats = json.loads((run / "stats.json").read_text())
     assert stats["bootstrap"] == {"resamples": 150, "seed": 4}
     expected = compute(pl.read_parquet(run / "verdicts.parquet"), "j", n_boot=150, seed=4)
-    assert stats["models"]["m"]["delta_ci95"] == expected["models"]["m"]["delta_ci95"]
+    assert stats["models"]["m"]["delta_ci95"] == expected.models["m"]["delta_ci95"]
+    assert list(stats) == list(expected.as_dict()) == ["judge", "bootstrap", "models", "decomposition", "trajectory",
+                                                       "cross_model", "per_skill", "seeds", "single_seed_models"]
     assert "150 task resamples" in (run / "report.md").read_text()
 
 
@@ -215,7 +217,7 @@ def test_seed_summary_spread_and_pooled_test():
     result = compute(pl.concat([verdict_frame("v@s1", [True] * 5 + [False] * 5, [True] * 8 + [False] * 2),
                                 verdict_frame("v@s2", [True] * 6 + [False] * 4, [True] * 7 + [False] * 3)]),
                      "j", n_boot=200)
-    assert list(result["seeds"]) == ["v"] and result["single_seed_models"] == []
+    assert list(result.seeds) == ["v"] and result.single_seed_models == []
 
 
 # ------------------------------------------------------------------ the study's numbers
@@ -238,7 +240,7 @@ def test_study_v1_9_llm_only_reproduced(tmp_path):
         import_skillmix(_episodes_json(name, tmp_path), str(out), model_label="v1.9", judge_label=label,
                         mode="llm-only", tasks_json=SKILLMIX / "tasks_eval.json", size="2B")
     assert len(pl.read_parquet(out / "episodes.parquet")) == 400  # two verdict sets, one set of episodes
-    m = run_stats(str(out), "opus")["models"]["v1.9"]
+    m = run_stats(str(out), "opus").models["v1.9"]
     assert (m["n"], m["baseline"]["passed"], m["curated"]["passed"]) == (200, 163, 183)
     assert m["baseline"]["rate"] == pytest.approx(0.815) and m["curated"]["rate"] == pytest.approx(0.915)
     assert m["delta"] == pytest.approx(0.100)

@@ -175,3 +175,22 @@ def test_a_job_writing_into_rays_working_dir_copy_refuses_to_start(tmp_path, mon
     assert main(["eval_configs/smoke.yaml", "--out", "results"]) == 2
     err = capsys.readouterr().err
     assert "Ray's temporary copy" in err and "--out $PWD/results" in err and str(copy) in err
+
+
+def test_train_task_reads_back_a_finished_training_as_its_summary(tmp_path):
+    """Already trained (same recipe and seed): the task returns the stored TrainingSummary, skipped,
+    and the file it read is exactly that summary's as_dict()."""
+    from jobs.sweep import train_task
+    from train.recipe import load_recipe
+    from train.trainer import TrainingSummary
+
+    recipe_path = Path(__file__).resolve().parents[1] / "eval_configs" / "recipes" / "smoke-lora.yaml"
+    recipe = load_recipe(recipe_path)
+    meta = {"recipe": recipe.model_dump(), "recipe_name": recipe.name, "method": recipe.method, "seed": 2,
+            "loss_curve": [1.0, 0.5], "steps": 2, "content_hash": "ab" * 32, "unknown_old_key": 1}
+    (tmp_path / "training_meta.json").write_text(json.dumps(meta))
+    summary = train_task._function(str(recipe_path), 2, str(tmp_path), "local:tiny-qwen3", "corpus.jsonl", [])
+    assert isinstance(summary, TrainingSummary) and summary.skipped and summary.loss_curve == [1.0, 0.5]
+    assert summary.method == recipe.method and "skipped" not in summary.as_dict()
+    assert {k: summary.as_dict()[k] for k in meta if k != "unknown_old_key"} == {
+        k: v for k, v in meta.items() if k != "unknown_old_key"}

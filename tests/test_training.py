@@ -162,10 +162,11 @@ def lora_adapter(corpus_file, tmp_path_factory):
 
 def test_lora_lowers_loss_and_records_meta(lora_adapter):
     out, meta = lora_adapter
-    curve = meta["loss_curve"]
-    assert len(curve) == meta["steps"] >= 6
+    curve = meta.loss_curve
+    assert len(curve) == meta.steps >= 6 and not meta.skipped
     assert sum(curve[-2:]) / 2 < sum(curve[:2]) / 2
     saved = json.loads((out / "training_meta.json").read_text())
+    assert saved == json.loads(json.dumps(meta.as_dict(), default=str))  # the file is the summary's as_dict()
     assert saved["loss_curve"] == curve and saved["corpus_rows"] == 16 and saved["seed"] == 0
     assert saved["device"] == "cpu" and len(saved["content_hash"]) == 64 and saved["base_identity"] == "local:tiny-qwen3"
 
@@ -175,7 +176,7 @@ def test_trained_adapter_loads_and_changes_output(server, tiny, lora_adapter):
     registry = AdapterRegistry(server.api_base, tiny, "tiny", SERVER_MAX_RANK)
     loaded, report = registry.load("trained", out)
     try:
-        assert loaded.served_name == f"trained-{meta['content_hash'][:12]}"
+        assert loaded.served_name == f"trained-{meta.content_hash[:12]}"
         assert not report.identical
     finally:
         registry.unload(loaded.served_name)
@@ -190,7 +191,7 @@ def test_partial_finetune_checkpoint_is_served_by_vllm(corpus_file, tmp_path):
                     partial={"top_k_layers": 1}, training={"learning_rate": 1e-3, "epochs": 1, "batch_size": 4,
                                                            "max_length": 1024})
     meta = train_one(recipe, 0, tmp_path / "partial")
-    assert meta["optimizer"] == "adamw_torch" and 0 < meta["trainable_params"]
+    assert meta.optimizer == "adamw_torch" and meta.trainable_params and meta.trainable_params > 0
     assert not (tmp_path / "partial" / "adapter_config.json").exists()
     spec = ServerSpec(model=str(tmp_path / "partial"), served_name="partial", max_model_len=1024)
     with VLLMServer(spec) as srv:
@@ -243,7 +244,8 @@ def test_corpus_work_run_is_written_and_read_beside_a_bare_out(tmp_path, monkeyp
     monkeypatch.setattr(corpus, "run_judging", judging)
     summary = build_corpus(CorpusRequest(teacher="t", teacher_url="http://127.0.0.1:1", out=Path("x.jsonl")))
     assert (tmp_path / "x.run" / "verdicts.parquet").is_file() and not (tmp_path / "results").exists()
-    assert summary["rows"] == len(tasks) == len(read_corpus(tmp_path / "x.jsonl"))
+    assert summary.rows == len(tasks) == len(read_corpus(tmp_path / "x.jsonl"))
+    assert json.loads((tmp_path / "x.meta.json").read_text()) == summary.as_dict()
 
 
 def test_teacher_tracing_keeps_only_judge_passing_rows(server, tmp_path):
@@ -254,9 +256,9 @@ def test_teacher_tracing_keeps_only_judge_passing_rows(server, tmp_path):
     rows = read_corpus(out)
     verdicts = pl.read_parquet(tmp_path / "corpus.run" / "verdicts.parquet")
     passing = set(verdicts.filter(pl.col("passed") == True)["task_uid"])  # noqa: E712
-    assert {r["meta"]["task_uid"] for r in rows} == passing and len(rows) == summary["rows"] == len(passing)
-    assert summary["traces"] == len(load_bench("builtin").split("train"))
-    assert 0 < len(rows) < summary["traces"]  # the judge kept some and rejected or left unscored others
+    assert {r["meta"]["task_uid"] for r in rows} == passing and len(rows) == summary.rows == len(passing)
+    assert summary.traces == len(load_bench("builtin").split("train"))
+    assert 0 < len(rows) < summary.traces  # the judge kept some and rejected or left unscored others
     for row in rows:
         system, user, assistant = row["messages"]
         assert system["content"].startswith(SOLVER_PROMPT) and row["meta"]["skill_block"] in system["content"]

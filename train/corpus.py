@@ -9,7 +9,7 @@ the harness's own, so tracing is resumable and every row carries its provenance.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -38,13 +38,38 @@ class CorpusRequest:
     concurrency: int = 16
 
 
+@dataclass
+class CorpusSummary:
+    """What ``build_corpus`` kept; ``as_dict()`` is the corpus's ``.meta.json``."""
+
+    corpus: str
+    rows: int  # kept: judge-passing traces
+    traces: int
+    passed: int = 0
+    failed: int = 0
+    unscored: int = 0
+    teacher: str = ""
+    judge: str | None = None  # the verdict set's label
+    judge_model: str | None = None
+    bench: dict = field(default_factory=dict)  # {"name": ..., "hash": ...}
+    work_run: str = ""
+    generation_missing: int = 0
+
+    def as_dict(self) -> dict:
+        """As ``skillsweep corpus build`` prints it and ``<corpus>.meta.json`` holds it."""
+        return {"corpus": self.corpus, "rows": self.rows, "traces": self.traces, "passed": self.passed,
+                "failed": self.failed, "unscored": self.unscored, "teacher": self.teacher, "judge": self.judge,
+                "judge_model": self.judge_model, "bench": self.bench, "work_run": self.work_run,
+                "generation_missing": self.generation_missing}
+
+
 def work_run(out: Path) -> Path:
     """The corpus's work run, ``OUT.run`` beside it. Absolute, so that generation and judging
     (which read a bare name such as ``x.run`` as ``results/x.run``) use the folder read here."""
     return Path(out).absolute().with_suffix(".run")
 
 
-def build_corpus(req: CorpusRequest) -> dict:
+def build_corpus(req: CorpusRequest) -> CorpusSummary:
     """Build a training corpus: a teacher answers the curated prompts, the ones judged correct are kept."""
     work = work_run(req.out)
     gen = run_generation(GenerateRequest(
@@ -71,11 +96,11 @@ def build_corpus(req: CorpusRequest) -> dict:
                               "prompt_version": PROMPT_VERSION, "cell_id": ep["cell_id"],
                               "verdict_id": ep["verdict_id"]}})
     write_corpus(rows, req.out)
-    summary = {"corpus": str(req.out), "rows": len(rows), "traces": len(episodes),
-               "passed": int((verdicts["passed"] == True).sum()),  # noqa: E712
-               "failed": int((verdicts["passed"] == False).sum()),  # noqa: E712
-               "unscored": int(verdicts["passed"].null_count()), "teacher": req.teacher, "judge": judged.label,
-               "judge_model": req.judge, "bench": {"name": bench.name, "hash": bench.content_hash()},
-               "work_run": str(work), "generation_missing": gen.missing}
-    req.out.with_suffix(".meta.json").write_text(json.dumps(summary, indent=2))
+    summary = CorpusSummary(corpus=str(req.out), rows=len(rows), traces=len(episodes),
+                            passed=int((verdicts["passed"] == True).sum()),  # noqa: E712
+                            failed=int((verdicts["passed"] == False).sum()),  # noqa: E712
+                            unscored=int(verdicts["passed"].null_count()), teacher=req.teacher, judge=judged.label,
+                            judge_model=req.judge, bench={"name": bench.name, "hash": bench.content_hash()},
+                            work_run=str(work), generation_missing=gen.missing)
+    req.out.with_suffix(".meta.json").write_text(json.dumps(summary.as_dict(), indent=2))
     return summary

@@ -12,6 +12,7 @@ import json
 import logging
 import tempfile
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from harness.models import resolve
@@ -64,7 +65,47 @@ def freeze_for_partial(model, top_k: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def train_one(recipe: Recipe, seed: int, out: Path, *, model: str | None = None, corpus: str | None = None) -> dict:
+@dataclass
+class TrainingSummary:
+    """What ``train_one`` trained (``as_dict()`` is its training_meta.json); ``skipped``: the
+    sweep found it already trained (same recipe and seed) and read it back instead."""
+
+    recipe: dict
+    recipe_name: str
+    method: str
+    seed: int
+    base_model: str | None = None
+    base_identity: str | None = None
+    corpus: str | None = None
+    corpus_rows: int = 0
+    corpus_hash: str | None = None
+    loss_curve: list[float] = field(default_factory=list)
+    train_loss: float | None = None
+    steps: int = 0
+    steps_per_s: float = 0.0
+    device: str = "cpu"
+    optimizer: str | None = None
+    trainable_params: int | None = None
+    precision: str | None = None
+    peak_gpu_memory_gib: float | None = None
+    content_hash: str = ""
+    versions: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    skipped: bool = False
+
+    def as_dict(self) -> dict:
+        """As training_meta.json holds it (``skipped`` is the sweep's, not the training's)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "skipped"}
+
+    @classmethod
+    def from_dict(cls, meta: dict, *, skipped: bool = False) -> TrainingSummary:
+        """A training_meta.json read back; keys this version does not know are left out."""
+        known = {f.name for f in fields(cls)} - {"skipped"}
+        return cls(**{k: v for k, v in meta.items() if k in known}, skipped=skipped)
+
+
+def train_one(recipe: Recipe, seed: int, out: Path, *, model: str | None = None,
+              corpus: str | None = None) -> TrainingSummary:
     """Train one recipe with one seed (LoRA or partial fine-tune) and write the adapter; returns its metadata."""
     import torch
     from datasets import Dataset
@@ -132,23 +173,23 @@ def train_one(recipe: Recipe, seed: int, out: Path, *, model: str | None = None,
             digest.update(f.read_bytes())
         content = digest.hexdigest()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    meta = {
-        "recipe": recipe.model_dump(), "recipe_name": recipe.name, "method": recipe.method, "seed": seed,
-        "base_model": base.ref, "base_identity": base.identity, "corpus": str(corpus_path),
-        "corpus_rows": len(rows), "corpus_hash": corpus_hash(rows), "loss_curve": losses,
-        "train_loss": result.training_loss, "steps": trainer.state.global_step,
-        "steps_per_s": round(trainer.state.global_step / max(time.time() - started, 1e-9), 4),
-        "device": "cuda" if cuda else "cpu", "optimizer": optim, "trainable_params": trainable,
-        "precision": "bf16-mixed" if mixed_bf16 else "fp32",
-        "peak_gpu_memory_gib": peak, "content_hash": content, "versions": package_versions(),
-        "wall_s": round(time.time() - started, 2),
-    }
-    (out / "training_meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    meta = TrainingSummary(
+        recipe=recipe.model_dump(), recipe_name=recipe.name, method=recipe.method, seed=seed,
+        base_model=base.ref, base_identity=base.identity, corpus=str(corpus_path),
+        corpus_rows=len(rows), corpus_hash=corpus_hash(rows), loss_curve=losses,
+        train_loss=result.training_loss, steps=trainer.state.global_step,
+        steps_per_s=round(trainer.state.global_step / max(time.time() - started, 1e-9), 4),
+        device="cuda" if cuda else "cpu", optimizer=optim, trainable_params=trainable,
+        precision="bf16-mixed" if mixed_bf16 else "fp32",
+        peak_gpu_memory_gib=peak, content_hash=content, versions=package_versions(),
+        wall_s=round(time.time() - started, 2),
+    )
+    (out / "training_meta.json").write_text(json.dumps(meta.as_dict(), indent=2, default=str))
     return meta
 
 
 def train_recipe(recipe: Recipe, out_root: Path, *, seeds: list[int] | None = None, model: str | None = None,
-                 corpus: str | None = None) -> list[dict]:
+                 corpus: str | None = None) -> list[TrainingSummary]:
     """Train every seed of a recipe into ``out_root/<name>-s<seed>``."""
     return [train_one(recipe, s, out_root / adapter_folder(recipe.name, s), model=model, corpus=corpus)
             for s in (seeds or recipe.seeds)]

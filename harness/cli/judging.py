@@ -16,6 +16,7 @@ from harness.errors import EXIT_INCOMPLETE
 
 MODE_HELP = "det-mixed (extractor + LLM for FREE_FORM), llm-only, or deterministic (no LLM)"
 JUDGE_MODEL_HELP = "litellm model, e.g. hosted_vllm/NAME or openrouter/openai/gpt-5"
+LABEL_HELP = "name of this verdict set (default: mode:model)"
 
 
 @app.command()
@@ -24,7 +25,8 @@ def judge(
     mode: Annotated[str, typer.Option(help=MODE_HELP)] = "det-mixed",
     judge_model: Annotated[Optional[str], typer.Option("--judge-model", help=JUDGE_MODEL_HELP)] = None,
     judge_old: Annotated[Optional[str], typer.Option("--judge", hidden=True, help="deprecated: --judge-model")] = None,
-    label: Annotated[Optional[str], typer.Option(help="name of this verdict set (default: mode:model)")] = None,
+    judge_label: Annotated[Optional[str], typer.Option("--judge-label", help=LABEL_HELP)] = None,
+    label_old: Annotated[Optional[str], typer.Option("--label", hidden=True, help="deprecated: --judge-label")] = None,
     api_base: Annotated[Optional[str], typer.Option(help="judge endpoint, e.g. http://127.0.0.1:8000/v1")] = None,
     concurrency: Annotated[int, typer.Option(help="most judge calls in flight (adapts down on 429)")] = 64,
     timeout: Annotated[float, typer.Option(help="seconds per judge call to an API model (a local hosted_vllm judge has no cap)")] = 60.0,
@@ -35,16 +37,17 @@ def judge(
 ) -> None:
     """Judge a run's episodes into verdicts.parquet; verdicts already made are skipped.
 
-    `rejudge` is the same command: a new --judge-model and --label add a verdict set beside the old."""
+    `rejudge` is the same command: a new --judge-model and --judge-label add a verdict set beside the old."""
     from harness.judging.job import JudgeRequest, run_judging
     from harness.judging.verdict import MODES, Mode
     from harness.retry import RetryPolicy
 
     judge_model = deprecated(judge_old, judge_model, "--judge", "--judge-model")
+    judge_label = deprecated(label_old, judge_label, "--label", "--judge-label")
     require(mode in MODES, "--mode", mode, "one of " + ", ".join(MODES))
     positive(concurrency=concurrency, max_attempts=max_attempts)
     require(timeout > 0, "--timeout", timeout, "seconds > 0")
-    request = JudgeRequest(run=run, mode=Mode(mode), label=label, judge_model=judge_model, api_base=api_base,
+    request = JudgeRequest(run=run, mode=Mode(mode), label=judge_label, judge_model=judge_model, api_base=api_base,
                            concurrency=concurrency, policy=RetryPolicy(max_attempts=max_attempts, timeout_s=timeout),
                            only_unscored=only_unscored, bench=bench, json_schema=json_schema)
     with refusing(ValueError, FileNotFoundError):

@@ -58,18 +58,18 @@ def stats(
     with refusing(ValueError, FileNotFoundError):
         result = run_stats(run, judge_label, allow_path_mismatch=allow_path_mismatch, n_boot=bootstrap, seed=seed)
     if as_json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result.as_dict(), indent=2, default=str))
         return
     table = Table("model", "n", "BL", "CU", "Δ", "McNemar (a,b,c,d)", "p", "method", "95% CI on Δ", "unscored")
-    for label, m in result["models"].items():
+    for label, m in result.models.items():
         mc = m["mcnemar"]
         table.add_row(label, str(m["n"]), f"{m['baseline']['passed']} ({m['baseline']['rate']:.3f})",
                       f"{m['curated']['passed']} ({m['curated']['rate']:.3f})", f"{m['delta']:+.3f}",
                       f"{mc['a']},{mc['b']},{mc['c']},{mc['d']}", f"{mc['p']:.4g}", mc["method"],
                       f"[{m['delta_ci95'][0]:+.3f}, {m['delta_ci95'][1]:+.3f}]", str(m["unscored_excluded"]))
-    console.print(f"judge: {result['judge']}")
+    console.print(f"judge: {result.judge}")
     console.print(table)
-    for d in result["decomposition"].values():
+    for d in result.decomposition.values():
         console.print(f"SFT {d['pre']} → {d['post']}: ΔBL {d['delta_bl']:+.3f}, ΔCU {d['delta_cu']:+.3f}, "
                       f"Δ-lift {d['delta_lift']:+.3f} [{d['delta_lift_ci95'][0]:+.3f}, {d['delta_lift_ci95'][1]:+.3f}]")
 

@@ -41,7 +41,7 @@ def corpus_build(
         summary = build_corpus(CorpusRequest(teacher=teacher, out=out, bench=bench, teacher_url=teacher_url,
                                              judge=judge_model, judge_api_base=judge_api_base, mode=Mode(mode),
                                              sampling=Sampling(max_tokens=max_tokens), concurrency=concurrency))
-    print(json.dumps(summary))
+    print(json.dumps(summary.as_dict()))
 
 
 @app.command()
@@ -61,5 +61,6 @@ def train(
         recipe = load_recipe(recipe_file)
         metas = train_recipe(recipe, out, seeds=[seed] if seed is not None else None, model=model, corpus=corpus)
     for meta in metas:
-        print(json.dumps({k: meta[k] for k in ("recipe_name", "method", "seed", "steps", "train_loss",
-                                                "content_hash", "wall_s")}))
+        print(json.dumps({"recipe_name": meta.recipe_name, "method": meta.method, "seed": meta.seed,
+                          "steps": meta.steps, "train_loss": meta.train_loss, "content_hash": meta.content_hash,
+                          "wall_s": meta.wall_s}))

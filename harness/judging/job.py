@@ -307,10 +307,10 @@ def _check_one_judge(latest: dict[str, dict], label: str, req: JudgeRequest) -> 
             continue
         if prior.get("mode") != req.mode:
             raise JudgeError(f"verdict set {label!r} was judged in mode {prior.get('mode')}, not {req.mode}: "
-                             "pass another --label for a new verdict set")
+                             "pass another --judge-label for a new verdict set")
         if prior.get("judge_kind") == "llm" and judge and prior.get("judge") != judge:
             raise JudgeError(f"verdict set {label!r} was judged by {prior.get('judge')}; --judge-model {judge} would mix "
-                             "two judges in one set: pass another --label for a new verdict set")
+                             "two judges in one set: pass another --judge-label for a new verdict set")
 
 
 def run_judging(req: JudgeRequest, progress=None) -> JudgingSummary:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
@@ -15,6 +16,28 @@ from harness.stats.across import cross_model, sft_decomposition
 from harness.stats.paired import N_BOOT, bonferroni, holm, model_stats, paired_outcomes
 from harness.stats.per_skill import cluster_summary, per_skill, spearman_delta_vs_baseline
 from harness.stats.seeds import seed_summary
+
+
+@dataclass
+class StatsSummary:
+    """Every statistic of one verdict set (see :func:`compute`); ``as_dict()`` is stats.json."""
+
+    judge: str
+    bootstrap: dict  # {"resamples": ..., "seed": ...}
+    models: dict[str, dict] = field(default_factory=dict)
+    decomposition: dict[str, dict] = field(default_factory=dict)  # "post vs pre" -> SFT decomposition
+    trajectory: list[dict] = field(default_factory=list)
+    cross_model: dict[str, dict] = field(default_factory=dict)  # "a vs b" -> independent / paired_by_task
+    per_skill: dict[str, dict] = field(default_factory=dict)
+    seeds: dict[str, dict] = field(default_factory=dict)
+    single_seed_models: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """As stats.json holds it and ``skillsweep stats --json`` prints it."""
+        return {"judge": self.judge, "bootstrap": self.bootstrap, "models": self.models,
+                "decomposition": self.decomposition, "trajectory": self.trajectory,
+                "cross_model": self.cross_model, "per_skill": self.per_skill, "seeds": self.seeds,
+                "single_seed_models": self.single_seed_models}
 
 
 def load_verdicts(run: str | Path) -> pl.DataFrame:
@@ -49,7 +72,7 @@ def _stage(frame: pl.DataFrame) -> str:
 
 
 def compute(verdicts: pl.DataFrame, judge: str, *, meta: dict | None = None, allow_path_mismatch: bool = False,
-            n_boot: int = N_BOOT, seed: int = 0) -> dict:
+            n_boot: int = N_BOOT, seed: int = 0) -> StatsSummary:
     """The statistics of one verdict set: per model paired rates, McNemar, bootstrap CIs, per skill."""
     meta = meta or {}
     rows = verdicts.filter(pl.col("judge_label") == judge)
@@ -100,13 +123,12 @@ def compute(verdicts: pl.DataFrame, judge: str, *, meta: dict | None = None, all
     for label in labels:
         groups.setdefault(seed_group(label), {})[label] = paired[label]
     seeds = {g: seed_summary(members, n_boot, seed) for g, members in groups.items() if len(members) > 1}
-    return {"judge": judge, "bootstrap": {"resamples": n_boot, "seed": seed}, "models": models,
-            "decomposition": decomposition, "trajectory": trajectory,
-            "cross_model": cross, "per_skill": skills, "seeds": seeds,
-            "single_seed_models": [g for g, members in groups.items() if len(members) == 1]}
+    return StatsSummary(judge=judge, bootstrap={"resamples": n_boot, "seed": seed}, models=models,
+                        decomposition=decomposition, trajectory=trajectory, cross_model=cross, per_skill=skills,
+                        seeds=seeds, single_seed_models=[g for g, members in groups.items() if len(members) == 1])
 
 
-def run_stats(run: str | Path, judge: str | None = None, **kwargs) -> dict:
+def run_stats(run: str | Path, judge: str | None = None, **kwargs) -> StatsSummary:
     """The statistics of a run's verdicts, for one judge label (see :func:`compute`)."""
     verdicts = load_verdicts(run)
     return compute(verdicts, choose_judge(verdicts, judge), meta=models_meta(run), **kwargs)
