@@ -253,7 +253,9 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                             connection_errors.setdefault(cell.id, 0) < MAX_CONNECTION_RETRIES:
                         connection_errors[cell.id] += 1
                         stats.retried += 1
-                        delayed.append((time.monotonic() + ENGINE_RETRY.delay(0), cell))
+                        # Growing waits: while the watch is still deciding, a dead engine is not hammered.
+                        delay = ENGINE_RETRY.delay(connection_errors[cell.id] - 1)
+                        delayed.append((time.monotonic() + delay, cell))
                     elif attempts.setdefault(cell.id, 0) < retries:
                         # The engine is alive (the watch says so); a 5xx is retried after a backoff.
                         attempts[cell.id] += 1
@@ -268,7 +270,11 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                 future.cancel()
                 queue.appendleft(cell)
                 stats.requeued += 1
+            # Cells waiting out a dropped connection were in flight on the engine now lost: they
+            # are re-queued like the rest (and counted so), not retried against it.
             queue.extend(c for _, c in delayed)
+            if watch.lost.is_set():
+                stats.requeued += len(delayed)
             delayed = []
             health = watch.health
         if not queue:
