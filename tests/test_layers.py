@@ -10,6 +10,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import harness
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +42,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # the CLI in a subprocess per case: about 15 s
 def test_deprecated_judge_spellings(tmp_path):
     missing = str(tmp_path / "no-such-run")
     for command, new in (("stats", "--judge-label"), ("report", "--judge-label"), ("judge", "--judge-model")):
