@@ -121,6 +121,14 @@ CONFIG_PATHS = [("name",), ("bench",), ("split",), ("conditions",), ("conditions
                 ("judges", 0, "label"), ("statistics", "judge"), ("corpus",), ("resources",)]
 
 
+def _child(parent, key):
+    if isinstance(parent, dict):
+        return parent.get(key)
+    if isinstance(parent, list) and isinstance(key, int) and len(parent) > key:
+        return parent[key]
+    return None
+
+
 @st.composite
 def configs(draw) -> dict:
     config = copy.deepcopy(VALID_CONFIG)
@@ -128,9 +136,11 @@ def configs(draw) -> dict:
         path = draw(st.sampled_from(CONFIG_PATHS))
         parent = config
         for key in path[:-1]:
-            parent = parent.get(key) if isinstance(parent, dict) else (
-                parent[key] if isinstance(parent, list) and len(parent) > key else None)
-        if isinstance(parent, dict) or (isinstance(parent, list) and len(parent) > path[-1]):
+            parent = _child(parent, key)
+        last = path[-1]
+        # An earlier draw may have put a list where a dict was, or the reverse: a string key
+        # never indexes a list.
+        if isinstance(parent, dict) or (isinstance(parent, list) and isinstance(last, int) and len(parent) > last):
             if draw(st.booleans()) and isinstance(parent, dict):
                 parent.pop(path[-1], None)
             else:
