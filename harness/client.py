@@ -54,6 +54,22 @@ def build_messages(prompt: str, system: str | None = None, history: list[dict] |
     return messages + list(history or []) + [{"role": "user", "content": prompt}]
 
 
+# The key a skillsweep server (vLLM ``--api-key``) wants, from the environment only. A sweep on
+# several nodes binds its servers to the node's address behind a key of its own (jobs.sweep).
+SERVER_API_KEY_ENV = "SKILLSWEEP_SERVER_API_KEY"
+
+
+def server_api_key() -> str | None:
+    """The key for servers addressed by URL, when one is set."""
+    return os.environ.get(SERVER_API_KEY_ENV) or None
+
+
+def server_headers() -> dict[str, str]:
+    """HTTP headers for a server's ``/v1`` routes (its key, when one is set)."""
+    key = server_api_key()
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def is_local_engine(litellm_model_name: str) -> bool:
     """A vLLM server addressed by URL (``hosted_vllm/…``): an engine we watch rather than time out."""
     return litellm_model_name.startswith("hosted_vllm/")
@@ -70,7 +86,7 @@ def _request(url: str | None, model: str, messages: list[dict], sampling: Sampli
     extra = {"repetition_penalty": sampling.repetition_penalty} if sampling.repetition_penalty else {}
     where = {"api_base": normalize_url(url),
              # Local servers take any key; a real one comes from the environment only.
-             "api_key": os.environ.get("SKILLSWEEP_SERVER_API_KEY", "EMPTY")} if url else {}
+             "api_key": server_api_key() or "EMPTY"} if url else {}
     return dict(
         model=litellm_model(url, model),
         **where,

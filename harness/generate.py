@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import httpx
 
@@ -172,6 +172,20 @@ class GenerationStats:
 
 
 Progress = Callable[[GenerationStats], None]
+
+
+class CellSource(Protocol):
+    """A work queue shared by the drivers of several replicas of one engine (a sweep's target on a
+    base with several servers): each driver leases cells as it has room for them, so a slow or
+    dying replica never holds the tail. Cells are named by id; every driver plans the same cells."""
+
+    async def seed(self, ids: list[str]) -> None:
+        """Offer the cells not yet done (the first driver's offer counts; later ones are ignored)."""
+
+    async def exchange(self, done: list[str], want: int, give_back: list[str]) -> tuple[list[str], bool]:
+        """Report leased cells resolved (recorded or failed) and hand back unsent ones; lease up to
+        ``want`` more. Returns (new leases, whether every cell is resolved by some driver)."""
+        ...
 # Called when a local engine was lost: returns (api_base to use now, whether the server was
 # restarted) or None when it is gone for good.
 Reconnect = Callable[[str, Health], Awaitable["tuple[str, bool] | None"]]
@@ -213,17 +227,44 @@ ENGINE_RETRY = RetryPolicy(timeout_s=None, max_delay_s=10.0)
 
 async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, stats: GenerationStats, *,
                         concurrency: int, retries: int, policy: WatchPolicy, reconnect: Reconnect,
-                        max_losses: int) -> None:
-    """Keep one local engine fed with ``cells`` until each has an episode or a recorded failure."""
-    queue = deque(cells)
+                        max_losses: int, source: CellSource | None = None) -> None:
+    """Keep one local engine fed with ``cells`` until each has an episode or a recorded failure.
+
+    With a ``source``, ``cells`` is the whole plan and the cells to send are leased from it; on an
+    engine loss the unsent ones go back to it at once (another replica takes them) while this
+    driver waits for its engine."""
+    by_id = {c.id: c for c in cells}
+    queue: deque[Cell] = deque() if source else deque(cells)
     delayed: list[tuple[float, Cell]] = []  # (due, cell): transient failures wait here, not the loop
     attempts: dict[str, int] = {}
     connection_errors: dict[str, int] = {}
-    limit = min(concurrency, len(cells))
-    while queue or delayed:
-        in_flight: dict[asyncio.Future, tuple[Cell, float]] = {}
+    resolved: list[str] = []  # leased cells recorded or failed since the last exchange
+    finished = source is None
+    limit = min(concurrency, max(1, len(cells)))
+
+    def resolve(cell: Cell) -> None:
+        if source is not None:
+            resolved.append(cell.id)
+
+    async def exchange(give_back: list[Cell] | None = None) -> None:
+        nonlocal finished, resolved
+        assert source is not None, "called only with a source"
+        want = 0 if give_back else max(0, limit - len(in_flight) - len(queue) - len(delayed))
+        if not (want or resolved or give_back):
+            return  # nothing to ask or tell: spare the queue a call per completion
+        leased, finished = await source.exchange(resolved, want, [c.id for c in give_back or []])
+        resolved = []
+        queue.extend(by_id[i] for i in leased)
+
+    in_flight: dict[asyncio.Future, tuple[Cell, float]] = {}
+    while True:
+        in_flight = {}
         async with EngineWatch(url, policy) as watch:
-            while (queue or delayed or in_flight) and not watch.lost.is_set():
+            while not watch.lost.is_set():
+                if source is not None:
+                    await exchange()
+                if not (queue or delayed or in_flight or not finished):
+                    break
                 now = time.monotonic()
                 queue.extend(c for due, c in delayed if due <= now)
                 delayed = [(due, c) for due, c in delayed if due > now]
@@ -235,7 +276,8 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                     call = achat(url, t.served_name, list(cell.prompt.messages), t.sampling)
                     in_flight[asyncio.ensure_future(watch.guard(call))] = (cell, time.time())
                 if not in_flight:
-                    await asyncio.sleep(min(policy.poll_s, max(0.05, min(d for d, _ in delayed) - now)))
+                    wait = min([policy.poll_s, *(max(0.05, d - now) for d, _ in delayed)])
+                    await asyncio.sleep(wait if delayed or source is None else min(wait, 0.2))
                     continue
                 done, _ = await asyncio.wait(in_flight, timeout=policy.poll_s, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
@@ -243,12 +285,14 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                     exc = future.exception()
                     if exc is None:
                         _record(store, run, cell, future.result(), started, stats)
+                        resolve(cell)
                     elif isinstance(exc, EngineLost):
                         queue.appendleft(cell)
                         stats.requeued += 1
                     elif failure_kind(exc) == "client":
                         stats.client_failed += 1
                         _fail(stats, cell, str(exc)[:300])
+                        resolve(cell)
                     elif classify(exc) == "connection" and \
                             connection_errors.setdefault(cell.id, 0) < MAX_CONNECTION_RETRIES:
                         connection_errors[cell.id] += 1
@@ -263,13 +307,16 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                         delayed.append((time.monotonic() + ENGINE_RETRY.delay(attempts[cell.id]), cell))
                     else:
                         _fail(stats, cell, f"gave up after {retries + 1} attempts: {str(exc)[:300]}")
+                        resolve(cell)
             for future, (cell, started) in in_flight.items():
                 if future.done() and not future.cancelled() and future.exception() is None:
                     _record(store, run, cell, future.result(), started, stats)
+                    resolve(cell)
                     continue
                 future.cancel()
                 queue.appendleft(cell)
                 stats.requeued += 1
+            in_flight = {}
             # Cells waiting out a dropped connection were in flight on the engine now lost: they
             # are re-queued like the rest (and counted so), not retried against it.
             queue.extend(c for _, c in delayed)
@@ -277,10 +324,17 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                 stats.requeued += len(delayed)
             delayed = []
             health = watch.health
-        if not queue:
+        if not watch.lost.is_set():
+            return
+        outstanding = len(queue)
+        if source is not None:
+            # The other replicas take these now; this driver rejoins once its engine is back.
+            await exchange(list(queue))
+            queue.clear()
+        if not outstanding and finished:
             return
         stats.engine_losses += 1
-        stderr_line(f"engine at {url} is {health.value} with {len(queue)} cells outstanding; they are re-queued")
+        stderr_line(f"engine at {url} is {health.value} with {outstanding} cells outstanding; they are re-queued")
         back = await reconnect(url, health) if stats.engine_losses <= max_losses else None
         if back is None:
             for cell in queue:
@@ -320,24 +374,31 @@ async def _drive_api(cells: list[Cell], store: RunStore, run: str, stats: Genera
 async def generate_vllm(cells: list[Cell], store: RunStore, run: str, *, concurrency: int = 32,
                         retries: int = 3, progress: Progress | None = None, label: str | None = None,
                         progress_every_s: float = DEFAULT_EVERY_S, watch: WatchPolicy = WatchPolicy(),
-                        reconnect: Reconnect | None = None, max_losses: int = 3) -> GenerationStats:
+                        reconnect: Reconnect | None = None, max_losses: int = 3,
+                        source: CellSource | None = None, done: set[str] | None = None) -> GenerationStats:
     """Send every unfinished cell to its engine, keeping each engine's queue fed but short.
 
     Local engines (a URL) get no wall-clock cap per request; an engine found dead or stalled has
     its in-flight cells re-queued, and ``reconnect`` says where it is now. API models (no URL)
-    keep a per-call timeout with retries."""
-    done = store.done_ids()
+    keep a per-call timeout with retries. With a ``source`` (one engine, one of several replicas
+    sharing the cells), the cells not in ``done`` are offered to it and leased from it."""
+    done = store.done_ids() if done is None else done
     todo = [c for c in cells if c.id not in done]
     stats = GenerationStats(planned=len(cells), skipped=len(cells) - len(todo))
     started = time.perf_counter()
     groups: dict[str | None, list[Cell]] = {}
     for cell in todo:
         groups.setdefault(cell.target.url, []).append(cell)
+    if source is not None:
+        if len({c.target.url for c in cells}) != 1 or None in groups:
+            raise ValueError("a shared cell source feeds one local engine")
+        await source.seed([c.id for c in todo])
+        groups = {cells[0].target.url: cells} if cells else {}
     name = label or ",".join(sorted({c.target.label for c in cells})) or "generate"
     async with Ticker(name, "cells", stats.snapshot, progress_every_s if todo else 0):
         await asyncio.gather(*(
             _drive_engine(url, group, store, run, stats, concurrency=concurrency, retries=retries, policy=watch,
-                          reconnect=reconnect or wait_healthy, max_losses=max_losses) if url else
+                          reconnect=reconnect or wait_healthy, max_losses=max_losses, source=source) if url else
             _drive_api(group, store, run, stats, concurrency=concurrency, retries=retries)
             for url, group in groups.items()))
     stats.wall_s = time.perf_counter() - started

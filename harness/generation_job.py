@@ -10,7 +10,17 @@ from urllib.parse import urlparse
 
 from harness.bench import bench_spec, load_bench
 from harness.client import Sampling
-from harness.generate import Backend, GenerationStats, Progress, Reconnect, Target, generate_hf, generate_vllm, plan
+from harness.generate import (
+    Backend,
+    CellSource,
+    GenerationStats,
+    Progress,
+    Reconnect,
+    Target,
+    generate_hf,
+    generate_vllm,
+    plan,
+)
 from harness.models import ResolvedModel, resolve, short_name
 from harness.naming import target_label
 from harness.progress import DEFAULT_EVERY_S
@@ -119,9 +129,16 @@ def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: Exit
     return [replace(t, url=serving.api_base) for t in targets], {"server": spec.engine_args(), "preflight": preflight}
 
 
-def run_generation(req: GenerateRequest, progress: Progress | None = None,
-                   reconnect: Reconnect | None = None) -> GenerationSummary:
-    """Generate a run's episodes for its targets (vLLM, HF or an API), resuming what is done; returns a summary."""
+def run_generation(req: GenerateRequest, progress: Progress | None = None, reconnect: Reconnect | None = None,
+                   source: CellSource | None = None, shard: str | None = None) -> GenerationSummary:
+    """Generate a run's episodes for its targets (vLLM, HF or an API), resuming what is done; returns a summary.
+
+    With ``source`` and ``shard``, this is one of several drivers sharing the run's cells (one per
+    replica of a served model at ``req.url``): it leases cells from ``source`` and records them in
+    its own shard journal; the run's table and manifest are left to the next plain call, which
+    folds the shards in (and generates whatever is still missing)."""
+    if (source is None) != (shard is None):
+        raise ValueError("a shared cell source and a shard go together")
     bench = load_bench(req.bench)
     bench.split(req.split)  # an unknown or empty split fails here, before anything starts
     conditions = condition_names(req.conditions)
@@ -136,7 +153,19 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None,
         else:
             targets, base, infos = _targets_local(req)
             engine = {"hf": {"model_path": base.location}} if req.backend == "hf" else {}
+        if source is not None and shard is not None:
+            if req.backend != "vllm" or not req.url:
+                raise ValueError("shared cells are generated on a running server (a vLLM URL)")
+            with RunStore(folder).shard(shard) as store:
+                cells = plan(bench, req.split, conditions, targets)
+                stats = asyncio.run(generate_vllm(
+                    cells, store, folder.name, concurrency=req.concurrency, progress=progress,
+                    label=f"{req.label or short_name(req.model)} [{shard}]", progress_every_s=req.progress_every_s,
+                    reconnect=reconnect, source=source, done=RunStore(folder).done_ids_everywhere()))
+                return GenerationSummary(str(folder), stats, cells=len(cells), rows=len(store.done_ids()))
         store = stack.enter_context(RunStore(folder))
+        # Rows the replicas' drivers left in their shards; a cell two of them generated counts as regenerated.
+        shard_duplicates = store.absorb_shards()
         cells = plan(bench, req.split, conditions, targets)
         done = store.done_ids()
         duplicates_before = len(store.rows()) - len(done)
@@ -164,4 +193,4 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None,
             **({"engine": engine} if engine else {}),
         )
     return GenerationSummary(str(folder), stats, cells=len(cells), missing=len(manifest["missing_cells"]),
-                             rows=len(table), regenerated=regenerated)
+                             rows=len(table), regenerated=regenerated + shard_duplicates)

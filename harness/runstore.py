@@ -4,6 +4,10 @@ Rows are appended to ``episodes.jsonl`` as they complete (flushed and fsynced), 
 SIGKILL loses at most the row being written; a torn last line is cut on reopen. The parquet
 table is always rebuilt from the journal, keeping the first row per cell id, so a resumed run
 ends with every cell exactly once.
+
+Several processes may write one run at once (a sweep's driver per server replica): each writes a
+shard journal of its own (``episodes.<shard>.jsonl``, :meth:`RunStore.shard`), and the run's own
+store folds the shards in when it next opens for the table (:meth:`RunStore.absorb_shards`).
 """
 
 from __future__ import annotations
@@ -117,6 +121,49 @@ class RunStore:
 
     def done_ids(self) -> set[str]:
         return {r[self.key] for r in self.rows()}
+
+    # -- shards: one journal per concurrent writer
+    def shard(self, name: str) -> RunStore:
+        """The store of one of several concurrent writers of this table (not yet opened)."""
+        if not name or "/" in name or "." in name:
+            raise ValueError(f"shard name {name!r} must be non-empty, without '/' or '.'")
+        return RunStore(self.path, f"{self.table}.{name}", self.key, self.keep)
+
+    def shards(self) -> list[RunStore]:
+        """The shard stores present in this run folder."""
+        names = sorted(p.name[len(self.table) + 1:-len(".jsonl")] for p in self.path.glob(f"{self.table}.*.jsonl"))
+        return [RunStore(self.path, f"{self.table}.{n}", self.key, self.keep) for n in names if "." not in n]
+
+    def done_ids_everywhere(self) -> set[str]:
+        """Keys recorded in this journal or in any shard's."""
+        return self.done_ids().union(*(s.done_ids() for s in self.shards()))
+
+    def absorb_shards(self) -> int:
+        """Fold every shard no writer holds into this (open) store: rows of keys new here are
+        appended, in order, then the shard is removed. Returns the rows dropped because their
+        key was already recorded (a cell generated twice)."""
+        if self.keep != "first":
+            raise ValueError(f"{self.table}: only first-row tables take shards")
+        done = self.done_ids()
+        dropped = 0
+        for shard in self.shards():
+            try:
+                shard.open()
+            except RunInUse:
+                continue  # still being written: the next open takes it
+            try:
+                for row in shard.rows():
+                    if row[self.key] in done:
+                        dropped += 1
+                        continue
+                    self.append(row)
+                    done.add(row[self.key])
+            finally:
+                shard.close()
+            # Appended and fsynced above before the shard goes: a crash here repeats no work.
+            shard.journal.unlink(missing_ok=True)
+            (self.path / f".{shard.table}.lock").unlink(missing_ok=True)
+        return dropped
 
     def latest(self) -> dict[str, dict]:
         """The last row written for each key."""

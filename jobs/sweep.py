@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
 import time
 import traceback
@@ -32,15 +33,16 @@ from typing import Any
 
 import polars as pl
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from harness.bench import bench_spec
-from harness.client import Sampling
+from harness.client import SERVER_API_KEY_ENV, Sampling
 from harness.generate import Target
 from harness.generation_job import GenerateRequest, GenerationSummary, run_generation
 from harness.judging.job import JudgeRequest, JudgingSummary, run_judging
 from harness.judging.verdict import Mode
 from harness.libenv import apply_env_defaults
-from harness.models import resolve
+from harness.models import ResolvedModel, resolve
 from harness.naming import adapter_alias, adapter_folder
 from harness.probes.job import ProbeRequest, run_probe_battery
 from harness.report import render_report
@@ -54,14 +56,17 @@ from jobs.decisions import (
     target_complete,
     with_history,
 )
+from jobs.replicas import free_gpus, next_replica, work_weight
 from jobs.resources import DRIVER_CPUS, Declaration, ResourceModel, resource_model
-from jobs.sweep_config import PlannedTarget, load_config, make_plan
+from jobs.sweep_config import EngineSpec, PlannedTarget, load_config, make_plan
 from jobs.turns import TurnGate
-from serve.adapters import inspect_adapter
+from jobs.work_queue import CellQueue, RayCellSource
+from serve.adapters import inspect_adapter, lora_capacity
 from serve.engine_watch import Health
 from serve.hardware import cpu_info
-from serve.server import COMPACT_JSON_ARGS
+from serve.server import COMPACT_JSON_ARGS, HOST, ServerSpec
 from serve.serving import Serving, server_spec
+from serve.sim_engine import SimSpec
 from train.corpus import CorpusRequest, CorpusSummary, build_corpus
 from train.recipe import load_recipe
 from train.trainer import TrainingSummary, train_one
@@ -85,25 +90,42 @@ async def aget(ref):
 
 @ray.remote(max_restarts=3, max_task_retries=0)
 class ServerActor:
-    """A vLLM server for one base model (or one fully fine-tuned checkpoint).
+    """One server replica of a base model (or of a fully fine-tuned checkpoint): vLLM, or the
+    simulated engine when the sweep says ``engine: sim``.
 
-    The adapters registered on it are listed in ``adapters_file``; a restarted actor (Ray runs
-    ``__init__`` again) loads them all before it answers, so no caller has to remember them."""
+    The adapters registered on its base are listed in ``adapters_file`` (the sweep writes it before
+    it loads an adapter on the live replicas); a replica started later, or restarted by Ray (which
+    runs ``__init__`` again), loads them all before it answers, so no caller has to remember them.
+    ``bind_node``: listen on this node's address (other nodes use it) behind ``api_key``."""
 
     def __init__(self, model_ref: str, served_name: str, max_model_len: int, kv_cache_gib: int,
-                 lora_ranks: list[int], cpu_bind: str | None, adapters_file: str):
-        self.base = resolve(model_ref)
+                 lora_ranks: list[int], cpu_bind: str | None, adapters_file: str, engine: EngineSpec,
+                 size: str | None, bind_node: bool = False, api_key: str | None = None):
+        use_server_key(api_key)
         self.served_name = served_name
         self.adapters_file = Path(adapters_file)
-        # Slots from the adapters this server will hold and this replica's memory (serve.adapters).
-        self.spec = server_spec(self.base, served_name, lora_ranks=lora_ranks, enable_lora=True,
-                                max_model_len=max_model_len, kv_cache_gib=kv_cache_gib, cpu_bind=cpu_bind,
-                                extra_args=COMPACT_JSON_ARGS)
-        self.serving = Serving(self.base, self.spec).start()
+        self.sim = engine.kind == "sim"
+        if self.sim:
+            # Nothing to load: the simulated engine models the base by its size.
+            self.base = ResolvedModel(model_ref, "hub", model_ref, model_ref)
+            capacity = lora_capacity(len(lora_ranks), lora_ranks)
+            spec: ServerSpec | SimSpec = SimSpec(
+                model=model_ref, served_name=served_name, gpu=engine.gpu, model_size=(size or "1b").lower(),
+                time_scale=engine.time_scale, max_lora_rank=capacity.max_lora_rank, max_loras=capacity.max_loras,
+                max_cpu_loras=capacity.max_cpu_loras, max_model_len=max_model_len)
+        else:
+            self.base = resolve(model_ref)
+            # Slots from the adapters this server will hold and this replica's memory (serve.adapters).
+            spec = server_spec(self.base, served_name, lora_ranks=lora_ranks, enable_lora=True,
+                               max_model_len=max_model_len, kv_cache_gib=kv_cache_gib, cpu_bind=cpu_bind,
+                               extra_args=COMPACT_JSON_ARGS)
+        self.spec = spec
+        host = ray.util.get_node_ip_address() if bind_node else HOST
+        self.serving = Serving(self.base, spec, host=host, api_key=api_key).start()  # type: ignore[arg-type]
         self.server = self.serving.server
         self.served: dict[str, str] = {}
         for alias, path in self._registered().items():
-            self._load(alias, path)
+            self.load_adapter(alias, path)
 
     def _registered(self) -> dict[str, str]:
         try:
@@ -111,12 +133,12 @@ class ServerActor:
         except (OSError, ValueError):
             return {}
 
-    def _load(self, alias: str, path: str) -> dict:
-        loaded, report = self.serving.load(alias, path)
-        assert report is not None, "load preflights unless told not to"
+    def load_adapter(self, alias: str, path: str) -> dict:
+        # The simulated engine's replies say nothing of the weights: no preflight to compare.
+        loaded, report = self.serving.load(alias, path, check=not self.sim)
         self.served[alias] = loaded.served_name
-        return {"served_name": loaded.served_name, "preflight_differing": report.differing,
-                "preflight_probes": report.probes}
+        return {"served_name": loaded.served_name, "preflight_differing": report.differing if report else None,
+                "preflight_probes": report.probes if report else None}
 
     def info(self) -> dict:
         if not self.server.running():
@@ -124,16 +146,9 @@ class ServerActor:
             # its adapters loaded again) and callers see a new process.
             os._exit(1)
         return {"url": self.server.base_url, "api_base": self.server.api_base, "served_name": self.served_name,
-                "actor_pid": os.getpid(), "engine": self.spec.engine_args(), "base_identity": self.base.identity,
+                "actor_pid": os.getpid(), "node": ray.util.get_node_ip_address(),
+                "engine": self.spec.engine_args(), "base_identity": self.base.identity,
                 "adapters": dict(self.served)}
-
-    def load_adapter(self, alias: str, path: str) -> dict:
-        result = self._load(alias, path)
-        registered = {**self._registered(), alias: path}
-        tmp = self.adapters_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(registered, indent=2))
-        os.replace(tmp, self.adapters_file)
-        return result
 
     def restart_engine(self) -> dict:
         """A stalled engine is replaced: Ray restarts the actor, as for a dead one."""
@@ -142,6 +157,13 @@ class ServerActor:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def use_server_key(api_key: str | None) -> None:
+    """Make this worker process call the sweep's servers with the sweep's key (passed as an
+    argument, never through Ray's runtime env, which its dashboard shows)."""
+    if api_key:
+        os.environ[SERVER_API_KEY_ENV] = api_key
 
 
 def _bind_cores(cores: list[int]) -> None:
@@ -155,10 +177,11 @@ def _bind_cores(cores: list[int]) -> None:
 
 
 @ray.remote(max_calls=1)  # a fresh worker per training: its core binding must not outlive it
-def train_task(recipe_path: str, seed: int, out: str, model: str, corpus: CorpusSummary | str,
-               cores: list[int]) -> TrainingSummary:
+def train_task(recipe_path: str, seed: int, out: str, model: str, corpus: CorpusSummary | str | None,
+               cores: list[int], engine: EngineSpec | None = None, size: str | None = None) -> TrainingSummary:
     """Ray task: train one recipe with one seed on the given cores, skipped when already trained.
-    ``corpus``: the corpus task's summary (its ref, resolved by Ray) or an existing corpus's path."""
+    ``corpus``: the corpus task's summary (its ref, resolved by Ray) or an existing corpus's path.
+    With a simulated ``engine`` the training is simulated too (its modelled duration, scaled)."""
     _bind_cores(cores)
     corpus_path = corpus.corpus if isinstance(corpus, CorpusSummary) else corpus
     meta_file = Path(out) / "training_meta.json"
@@ -167,19 +190,33 @@ def train_task(recipe_path: str, seed: int, out: str, model: str, corpus: Corpus
         meta = json.loads(meta_file.read_text())
         if meta.get("recipe") == recipe.model_dump() and meta.get("seed") == seed:
             return TrainingSummary.from_dict(meta, skipped=True)
+    if engine is not None and engine.kind == "sim":
+        from train.sim_training import sim_train_one
+
+        return sim_train_one(recipe, seed, Path(out), model=model, size=size or "1b", gpu=engine.gpu,
+                             time_scale=engine.time_scale)
+    if corpus_path is None:
+        raise ValueError(f"training {recipe.name} s{seed}: no corpus (set the sweep's corpus block)")
     return train_one(recipe, seed, Path(out), model=model, corpus=corpus_path)
 
 
 @ray.remote
-def generate_task(request: GenerateRequest, server=None) -> GenerationSummary:
-    """One target's cells. With ``server`` (its actor), a lost engine is waited for: Ray restarts
-    the actor, which re-registers its adapters, and the cells still outstanding go to it."""
+def generate_task(request: GenerateRequest, server=None, queue=None, shard: str | None = None,
+                  api_key: str | None = None) -> GenerationSummary:
+    """One target's cells, or with ``queue`` (a :class:`CellQueue`) this replica's share of them,
+    recorded in its ``shard``. With ``server`` (its actor), a lost engine is waited for: Ray
+    restarts the actor, which re-registers its adapters, and the cells still outstanding go to it
+    (with a queue they go back to it at once, for the other replicas, and this driver rejoins
+    when its engine is back, unless the others finished them all first)."""
+    use_server_key(api_key)
     serving = {"pid": ray.get(server.info.remote())["actor_pid"]} if server is not None else {}
 
     async def reconnect(url: str, health) -> tuple[str, bool] | None:
         if health is Health.STALLED:
             server.restart_engine.remote()  # the actor exits; Ray starts it again
         for _ in range(60):  # a restart is a new server start: allow some minutes
+            if queue is not None and (await aget(queue.state.remote()))["finished"]:
+                return None  # the other replicas did the rest: nothing to come back for
             try:
                 info = await aget(server.info.remote())
             except ray.exceptions.RayActorError:
@@ -190,12 +227,15 @@ def generate_task(request: GenerateRequest, server=None) -> GenerationSummary:
             return info["api_base"], restarted
         return None
 
-    return run_generation(request, reconnect=reconnect if server is not None else None)
+    source = RayCellSource(queue, shard or "driver") if queue is not None else None
+    return run_generation(request, reconnect=reconnect if server is not None else None, source=source,
+                          shard=shard if source else None)
 
 
 @ray.remote
-def judge_task(request: JudgeRequest) -> JudgingSummary:
+def judge_task(request: JudgeRequest, api_key: str | None = None) -> JudgingSummary:
     """Ray task: judge a run with one judge; a failure returns its error instead of raising."""
+    use_server_key(api_key)
     try:
         return run_judging(request)
     except Exception as exc:  # one judge failing leaves the others' verdicts standing
@@ -203,14 +243,16 @@ def judge_task(request: JudgeRequest) -> JudgingSummary:
 
 
 @ray.remote
-def probe_task(request) -> dict:
+def probe_task(request, api_key: str | None = None) -> dict:
     """Ray task: run a probe battery."""
+    use_server_key(api_key)
     return run_probe_battery(request)
 
 
 @ray.remote
-def corpus_task(request: CorpusRequest) -> CorpusSummary:
+def corpus_task(request: CorpusRequest, api_key: str | None = None) -> CorpusSummary:
     """Ray task: build the training corpus from a teacher's judged answers."""
+    use_server_key(api_key)
     return build_corpus(request)
 
 
@@ -227,7 +269,18 @@ class Sweep:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.bench = bench_spec(self.config.bench)
         self.models = {m.label: m for m in self.config.models}
+        # Each server key's first replica (judges, probes and the corpus use it) and all its replicas.
         self.servers: dict[str, ray.actor.ActorHandle] = {}
+        self.replicas: dict[str, list[ray.actor.ActorHandle]] = {}
+        self.replica_added: dict[str, asyncio.Event] = {}
+        self.server_args: dict[str, tuple[str, int]] = {}
+        self.replica_count = 0  # replicas started, all servers: each takes its declaration in turn
+        self.remaining: dict[str, float] = {}  # generation work left per server key (jobs.replicas)
+        self.trainings_left = 0
+        self.gpus = 0.0
+        # On several nodes servers bind their node's address behind this key (main() explains).
+        self.bind_node = False
+        self.api_key: str | None = None
         self.resources: ResourceModel | None = None
         self.gate = TurnGate(False)
         self.corpus_done = asyncio.Event()
@@ -282,21 +335,104 @@ class Sweep:
         model = next((m for m in self.config.models if m.base == judge.serve), None)
         return (model.label, judge.serve, model.max_model_len) if model else (f"judge-{judge.label}", judge.serve, 4096)
 
-    def start_server(self, key: str, model_ref: str, max_model_len: int) -> ray.actor.ActorHandle:
+    def _size(self, key: str) -> str | None:
+        """The parameter count of what ``key``'s server serves (the simulated engine's model size)."""
+        if key in self.models:
+            return self.models[key].size
+        target = next((t for t in self.plan.targets if t.label == key), None)
+        if target:  # a fully fine-tuned checkpoint
+            return self.models[target.model_label].size
+        ref = self.server_args[key][0]  # a served judge
+        return next((m.size for m in self.config.models if m.base == ref), None)
+
+    def _server_key(self, target) -> str | None:
+        """The server a target's cells go to (a full checkpoint's is its own, once trained)."""
+        model = self.models[target.model_label]
+        if not model.base:
+            return None
+        if target.kind == "adapter" and _recipe_method(target.training.recipe_path) == "partial":
+            return target.label
+        return model.label
+
+    def _work(self, target) -> float:
+        return work_weight(self.plan.tasks * len(self.config.conditions), target.generation.max_tokens,
+                           self.models[target.model_label].size)
+
+    def _done_with(self, target) -> None:
+        """A target needs its server no more (generated, or its training failed): fewer replicas for it."""
+        key = self._server_key(target)
+        if key is not None and key in self.remaining:
+            self.remaining[key] = max(0.0, self.remaining[key] - self._work(target))
+
+    def fixed_replicas(self, key: str) -> int | None:
+        """The replicas the config asks of ``key``'s server (its model's, else resources'), or None."""
+        model = self.models.get(key)
+        return (model.replicas if model and model.replicas else None) or self.config.resources.replicas
+
+    def _adapters_file(self, key: str) -> Path:
+        return self.folder / "servers" / f"{key}.adapters.json"
+
+    def start_server(self, key: str, model_ref: str, max_model_len: int, replicas: int = 1) -> ray.actor.ActorHandle:
+        """The server for ``key``: its first ``replicas`` replicas (each holding every adapter registered on it)."""
         if key not in self.servers:
-            resources = self.resources
-            assert resources is not None, "execute() sets it before starting servers"
-            index = len(self.servers)
-            declared = resources.server(index)
-            adapters_file = self.folder / "servers" / f"{key}.adapters.json"
-            adapters_file.parent.mkdir(parents=True, exist_ok=True)
-            # @ray.remote made the class an ActorClass; mypy keeps a decorated class's own type.
-            self.servers[key] = ServerActor.options(  # type: ignore[attr-defined]
-                name=f"server:{self.run}:{key}", namespace=NAMESPACE, **declared.options(),
-            ).remote(model_ref, key, max_model_len, self.config.resources.kv_cache_gib, self._lora_ranks(key),
-                     resources.cpu_bind(index), str(adapters_file))
-            log(f"server {key}: starting ({declared.describe()})")
+            self.server_args[key] = (model_ref, max_model_len)
+            self.replicas[key] = []
+            self.replica_added[key] = asyncio.Event()
+            for _ in range(replicas):
+                self.add_replica(key)
         return self.servers[key]
+
+    def add_replica(self, key: str) -> ray.actor.ActorHandle:
+        """One more replica of ``key``'s server; it loads the adapters registered so far as it starts."""
+        resources = self.resources
+        assert resources is not None, "execute() sets it before starting servers"
+        model_ref, max_model_len = self.server_args[key]
+        index, self.replica_count = self.replica_count, self.replica_count + 1
+        declared = resources.server(index)
+        number = len(self.replicas[key])
+        self._adapters_file(key).parent.mkdir(parents=True, exist_ok=True)
+        # @ray.remote made the class an ActorClass; mypy keeps a decorated class's own type.
+        handle = ServerActor.options(  # type: ignore[attr-defined]
+            name=f"server:{self.run}:{key}:{number}", namespace=NAMESPACE, **declared.options(),
+        ).remote(model_ref, key, max_model_len, self.config.resources.kv_cache_gib, self._lora_ranks(key),
+                 resources.cpu_bind(index), str(self._adapters_file(key)), self.config.engine, self._size(key),
+                 self.bind_node, self.api_key)
+        self.replicas[key].append(handle)
+        self.servers.setdefault(key, handle)
+        # Wake the generation steps running on this server: they start a driver for the new replica.
+        event, self.replica_added[key] = self.replica_added[key], asyncio.Event()
+        event.set()
+        log(f"server {key}: starting replica {number} ({declared.describe()})")
+        return handle
+
+    async def register(self, key: str, alias: str, path: str) -> dict:
+        """Register an adapter on every replica of ``key``: listed first, so a replica starting (or
+        restarting) now or later loads it too, then loaded on each replica there is."""
+        file = self._adapters_file(key)
+        try:
+            registered = json.loads(file.read_text())
+        except (OSError, ValueError):
+            registered = {}
+        tmp = file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**registered, alias: path}, indent=2))
+        os.replace(tmp, file)
+        loads = await asyncio.gather(*(aget(h.load_adapter.remote(alias, path)) for h in list(self.replicas[key])))
+        return loads[0]
+
+    def grow(self) -> None:
+        """Replicas from GPUs no server holds and no training still needs (jobs.replicas)."""
+        if self.gpus <= 0 or self.resources is None:
+            return
+        serve_gpus = self.config.resources.serve_gpus
+        fixed = {key for key in self.replicas if self.fixed_replicas(key)}
+        while True:
+            free = free_gpus(self.gpus, self.replica_count, serve_gpus, self.trainings_left,
+                             self.config.resources.train_gpus)
+            counts = {key: len(handles) for key, handles in self.replicas.items()}
+            key = next_replica({k: w for k, w in self.remaining.items() if k in self.replicas}, counts, fixed)
+            if free < serve_gpus or key is None or serve_gpus <= 0:
+                return
+            self.add_replica(key)
 
     async def server_info(self, key: str) -> dict:
         return await aget(self.servers[key].info.remote())
@@ -336,7 +472,7 @@ class Sweep:
                                 judge=judge_model, judge_api_base=judge_api,
                                 mode=judge.mode if judge else Mode.DETERMINISTIC,
                                 sampling=Sampling(max_tokens=spec.max_tokens))
-        return corpus_task.options(**self._driver()).remote(request)
+        return corpus_task.options(**self._driver()).remote(request, self.api_key)
 
     async def run_corpus(self, ref) -> None:
         started = time.time()
@@ -362,7 +498,8 @@ class Sweep:
         assert self.resources is not None, "execute() sets it before training"
         declared: Declaration = self.resources.trainer
         return train_task.options(**declared.options()).remote(
-            t.recipe_path, t.seed, str(out), t.base, corpus, list(declared.cores))
+            t.recipe_path, t.seed, str(out), t.base, corpus, list(declared.cores), self.config.engine,
+            self.models[target.model_label].size)
 
     async def pipeline(self, target, training_ref) -> None:
         """train → register → generate → judge, for one target."""
@@ -373,12 +510,16 @@ class Sweep:
             try:
                 meta = await training_ref
             except Exception as exc:  # a failed training fails its own cells only
+                self.trainings_left -= 1
+                self._done_with(target)
+                self.grow()
                 reason = f"training failed: {_short(exc)}"
                 self.failures.append({"target": target.label, "stage": "training", "reason": reason})
                 self.missing.append({"target": target.label, "stage": "training",
                                      "cells": self.plan.tasks * len(self.config.conditions), "reason": reason})
                 log(f"{target.label}: {reason}")
                 return
+            self.trainings_left -= 1
             key = "skipped" if meta.skipped else "trained"
             self.stage["training"][key] = self.stage["training"].get(key, 0) + 1
             self.stage["training"]["wall_s"] = max(self.stage["training"]["wall_s"], round(time.time() - started, 2))
@@ -386,12 +527,14 @@ class Sweep:
             alias = adapter_alias(target.training.recipe_name, target.training.seed)
             if meta.method == "partial":  # a full checkpoint is its own server
                 server_key = target.label
-                self.start_server(server_key, path, model.max_model_len)
+                self.start_server(server_key, path, model.max_model_len, self.fixed_replicas(server_key) or 1)
+                self.grow()
                 served = (await self.server_info(server_key))["served_name"]
             else:
                 assert server_key is not None, "an adapter's model is served"
+                self.grow()  # the training's GPU may now serve
                 await self.server_info(server_key)
-                loaded = await aget(self.servers[server_key].load_adapter.remote(alias, path))
+                loaded = await self.register(server_key, alias, path)
                 served = loaded["served_name"]
                 curve = meta.loss_curve or [float("nan")]
                 log(f"{target.label}: trained (loss {curve[0]:.3f} → {curve[-1]:.3f}), registered as {served}")
@@ -400,7 +543,11 @@ class Sweep:
             served = (await self.server_info(server_key))["served_name"]
         else:
             served, server_key = model.api, None
-        if not await self.generate(target, served, server_key):
+        try:
+            generated = await self.generate(target, served, server_key)
+        finally:
+            self._done_with(target)
+        if not generated:
             return
         self.generated.add(target.label)
         await asyncio.gather(self.judge(target), self.probes_after(target))
@@ -425,10 +572,15 @@ class Sweep:
         started = time.time()
         handle = self.servers.get(server_key) if server_key else None
         for attempt in range(1, MAX_GENERATION_ATTEMPTS + 1):
+            if server_key:
+                await self._on_replicas(target, served, server_key, attempt)
+            # The run's own pass: it folds the replicas' shards in, generates what is still missing
+            # (on the first replica), and writes the table and manifest.
             api_base = (await self.server_info(server_key))["api_base"] if server_key else None
             request = self.generation_request(target, served, api_base)
             try:
-                summary = await aget(generate_task.options(**self._driver()).remote(request, handle))
+                summary = await aget(generate_task.options(**self._driver()).remote(request, handle,
+                                                                                    api_key=self.api_key))
             except Exception as exc:
                 summary = GenerationSummary(request.run, error=_short(exc))
             add_generation_counts(self.counts, summary)
@@ -443,6 +595,47 @@ class Sweep:
         self.stage["generation"]["wall_s"] = max(self.stage["generation"]["wall_s"], round(time.time() - started, 2))
         return not summary.failed and bool(summary.rows)
 
+    async def _on_replicas(self, target, served: str, key: str, attempt: int) -> None:
+        """The target's cells on every replica of ``key`` at once, through one shared queue: a
+        driver per replica (one more for each replica started meanwhile), each in its own shard."""
+        queue = CellQueue.options(namespace=NAMESPACE).remote()  # type: ignore[attr-defined]
+        drivers: dict[asyncio.Future, str] = {}
+        done_by: dict[str, int] = {}
+
+        async def drive(handle, shard: str) -> GenerationSummary:
+            info = await aget(handle.info.remote())
+            request = self.generation_request(target, served, info["api_base"])
+            return await aget(generate_task.options(**self._driver(), scheduling_strategy="SPREAD").remote(
+                request, handle, queue, shard, self.api_key))
+
+        started = 0
+        while True:
+            for handle in self.replicas[key][started:]:
+                shard = f"a{attempt}r{started}"
+                drivers[asyncio.ensure_future(drive(handle, shard))] = shard
+                started += 1
+            added = asyncio.ensure_future(self.replica_added[key].wait())
+            running = [f for f in drivers if not f.done()]
+            if not running:
+                added.cancel()
+                break
+            await asyncio.wait([*running, added], return_when=asyncio.FIRST_COMPLETED)
+            added.cancel()
+            for future in [f for f in running if f.done()]:
+                shard = drivers[future]
+                try:
+                    summary = future.result()
+                except Exception as exc:  # the driver died: its leases go to the others
+                    released = await aget(queue.release.remote(shard))
+                    log(f"{target.label}: driver {shard} failed ({_short(exc)}); {released} cells handed back")
+                    continue
+                add_generation_counts(self.counts, summary)
+                done_by[shard] = summary.stats.done
+        ray.kill(queue)
+        self.stage["generation"].setdefault("replicas", {})[target.label] = done_by
+        if len(done_by) > 1:
+            log(f"{target.label}: cells per replica {done_by}")
+
     async def judge(self, target) -> None:
         started = time.time()
         for judge in self.config.judges:
@@ -453,7 +646,7 @@ class Sweep:
                                        judge_model=model, api_base=api_base, concurrency=judge.concurrency,
                                        bench=self.bench, only_unscored=attempt > 1)
                 async with self.gate.serving():
-                    summary = await aget(judge_task.options(**self._driver()).remote(request))
+                    summary = await aget(judge_task.options(**self._driver()).remote(request, self.api_key))
                 decision = after_judging(summary, attempt)
                 if not summary.failed:
                     s = summary.stats
@@ -509,7 +702,7 @@ class Sweep:
                                judge_label=spec.judge, concurrency=spec.concurrency)
         log(f"probes: the {spec.battery} battery on {len(targets)} targets")
         async with self.gate.serving():
-            summary = await aget(probe_task.options(**self._driver()).remote(request))
+            summary = await aget(probe_task.options(**self._driver()).remote(request, self.api_key))
         self.stage["probes"] = {"wall_s": round(self.stage.get("probes", {}).get("wall_s", 0) + time.time() - started, 2),
                                 "cells": summary.get("cells")}
         log(f"probes: done ({summary.get('cells')} cells)")
@@ -521,13 +714,22 @@ class Sweep:
         if not pending:
             self.merge_and_report()
             return self.finish()
+        self.check_nodes()
         keys = self._server_keys(pending)
         # A partially fine-tuned checkpoint is served alone once trained: its slot is planned now.
-        partial = sum(1 for t in pending if t.kind == "adapter" and t.training is not None
-                      and _recipe_method(t.training.recipe_path) == "partial")
-        self.resources = _resources(len(keys) + partial, self.config.resources)
+        partial = [t for t in pending if t.kind == "adapter" and t.training is not None
+                   and _recipe_method(t.training.recipe_path) == "partial"]
+        initial = {key: self.fixed_replicas(key) or 1 for key, _, _ in keys}
+        self.resources = _resources(sum(initial.values()) + sum(self.fixed_replicas(t.label) or 1 for t in partial),
+                                    self.config.resources)
+        self.gpus = ray.cluster_resources().get("GPU", 0.0) if self.resources.gpu else 0.0
         self.gate = TurnGate(self.resources.in_turn)
         trainings = [t for t in pending if t.kind == "adapter"]
+        self.trainings_left = len(trainings)
+        for planned in pending:
+            key = self._server_key(planned)
+            if key is not None:
+                self.remaining[key] = self.remaining.get(key, 0.0) + self._work(planned)
         needs_corpus = bool(trainings) and self.config.corpus is not None
         corpus_path = None
         if needs_corpus:
@@ -541,7 +743,8 @@ class Sweep:
             self.corpus_done.set()
             refs = {t.label: asyncio.ensure_future(self.train(t, corpus_path)) for t in trainings}
         for key, ref, length in keys:  # all servers start at once (Ray constructs actors concurrently)
-            self.start_server(key, ref, length)
+            self.start_server(key, ref, length, initial[key])
+        self.grow()
         pipelines = []
         if needs_corpus and not corpus_path:
             corpus_ref = await self.build_corpus()
@@ -594,8 +797,39 @@ class Sweep:
                 self.failures.append({"stage": "report", "reason": _short(exc)})
                 log(f"report failed: {_short(exc)}")
 
+    def check_nodes(self) -> None:
+        """On several nodes: servers bind their node's address behind a key of this sweep's, and
+        every node must see the run folder (adapters are trained on one node, served on another)."""
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if len(nodes) < 2:
+            return
+        self.bind_node = True
+        self.api_key = secrets.token_urlsafe(32)
+        marker = self.folder / f".node-check-{secrets.token_hex(6)}"
+        marker.write_text(self.run)
+        try:
+            refs = {n["NodeManagerAddress"]: see_folder.options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(str(marker), self.run) for n in nodes}
+            blind = {}
+            for address, ref in refs.items():
+                try:
+                    problem = ray.get(ref, timeout=120)
+                except Exception as exc:  # a node that cannot even run the check cannot take part
+                    problem = _short(exc)
+                if problem:
+                    blind[address] = problem
+        finally:
+            marker.unlink(missing_ok=True)
+        if blind:
+            raise SweepRefused(
+                f"--out must be on storage every node sees, and {self.folder} is not: "
+                + "; ".join(f"node {a}: {why}" for a, why in sorted(blind.items()))
+                + ". Mount it on every node (or pass an --out that is) and run again")
+        log(f"{len(nodes)} nodes see {self.folder}; servers bind their node's address behind this sweep's API key")
+
     def finish(self) -> dict:
-        for handle in self.servers.values():
+        for handle in [h for handles in self.replicas.values() for h in handles]:
             try:
                 ray.get(handle.stop.remote(), timeout=120)
             except Exception:
@@ -620,6 +854,16 @@ class Sweep:
         log(f"done in {attempt['total_wall_s']} s; counts: {self.counts}; missing: {self.missing or 'nothing'}; "
             f"run.json written (attempt {summary['attempt']})")
         return summary
+
+
+@ray.remote
+def see_folder(marker: str, expected: str) -> str | None:
+    """On one node: None when it reads ``marker`` as the driver wrote it, else what it saw."""
+    try:
+        text = Path(marker).read_text()
+    except OSError as exc:
+        return f"cannot read {marker} ({exc.strerror or exc})"
+    return None if text == expected else f"{marker} holds something else: not the same storage"
 
 
 def render_sweep_report(folder: Path, statistics) -> dict:

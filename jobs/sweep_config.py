@@ -49,6 +49,8 @@ class ModelSpec(_Strict):
     generation: Generation = Generation()
     adapters: list[AdapterSpec] = []
     max_model_len: int = 4096
+    # Server replicas of this base (each holding every adapter of it); unset: resources.replicas.
+    replicas: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -106,6 +108,19 @@ class Resources(_Strict):
     # CPU-only nodes: serving and training take every core in turn, or split the cores and
     # overlap (jobs/resources.py; the README has the measurements behind the default).
     cpu_policy: Literal["in-turn", "partition"] = "in-turn"
+    # Replicas of every served base: a number, or unset for the rule in jobs/replicas.py (one per
+    # base, more from GPUs no training needs, and more as trainings end).
+    replicas: int | None = Field(None, ge=1)
+
+
+class EngineSpec(_Strict):
+    """What serves the models: vLLM, or the simulated engine (serve/sim_engine.py) modelling a GPU
+    class, with trainings simulated too (train/sim_training.py); ``time_scale`` is wall seconds per
+    simulated second."""
+
+    kind: Literal["vllm", "sim"] = "vllm"
+    gpu: str = "h100"
+    time_scale: float = Field(1.0, gt=0)
 
 
 class SweepConfig(_Strict):
@@ -119,6 +134,7 @@ class SweepConfig(_Strict):
     statistics: StatsSpec = StatsSpec()
     resources: Resources = Resources()
     probes: ProbesSpec | None = None
+    engine: EngineSpec = EngineSpec()
 
     @model_validator(mode="after")
     def _references(self):

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from harness.client import normalize_url
+from harness.client import normalize_url, server_headers
 from harness.errors import SkillsweepError
 from harness.models import ResolvedModel, model_identity
 from serve.adapters import AdapterError, AdapterInfo, served_name, validate_adapter
@@ -26,7 +26,7 @@ class RegistryError(SkillsweepError, RuntimeError):
 def _models(api: str) -> list[dict]:
     """The server's model cards; an unreachable or foreign server is a located error."""
     try:
-        response = httpx.get(api + "/models", timeout=10)
+        response = httpx.get(api + "/models", timeout=10, headers=server_headers())
         response.raise_for_status()
         models = response.json()["data"]
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -73,7 +73,7 @@ class AdapterRegistry:
 
     def _post(self, endpoint: str, payload: dict) -> None:
         try:
-            response = httpx.post(f"{normalize_url(self.url)}/{endpoint}", json=payload, timeout=120)
+            response = httpx.post(f"{normalize_url(self.url)}/{endpoint}", json=payload, timeout=120, headers=server_headers())
         except httpx.HTTPError as exc:
             raise RegistryError(f"cannot reach a vLLM server at {self.url}: {exc}") from exc
         if response.status_code != 200:

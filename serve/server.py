@@ -1,7 +1,8 @@
 """A vLLM OpenAI-compatible server as a managed subprocess.
 
 The server runs in its own process group (vLLM forks an engine-core process), so stopping
-it signals the whole group and nothing is left behind. It binds to 127.0.0.1 only.
+it signals the whole group and nothing is left behind. It binds to 127.0.0.1, unless told to
+bind a node's address for other nodes of a cluster, which it then does only behind an API key.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ class ServerStartError(SkillsweepError, RuntimeError):
         self.log_path = log_path
 
 
-def free_port() -> int:
-    """A TCP port free on this host now."""
+def free_port(host: str = HOST) -> int:
+    """A TCP port free on ``host`` now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -76,14 +77,14 @@ class ServerSpec:
     def engine_args(self) -> dict:
         return asdict(self)
 
-    def command(self, port: int) -> list[str]:
+    def command(self, port: int, host: str = HOST) -> list[str]:
         cmd = [
             # The supervisor takes vLLM's engine-core and worker processes down with the server.
             sys.executable, "-m", "serve.supervise",
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", self.model,
             "--served-model-name", self.served_name,
-            "--host", HOST,
+            "--host", host,
             "--port", str(port),
             "--dtype", self.dtype,
             "--seed", str(self.seed),
@@ -98,9 +99,13 @@ class ServerSpec:
         return cmd + list(self.extra_args)
 
 
-def server_env(spec: ServerSpec) -> dict[str, str]:
-    """The environment a vLLM server starts with: library defaults, CPU binding, preloads, owner."""
+def server_env(spec: ServerSpec, api_key: str | None = None) -> dict[str, str]:
+    """The environment a vLLM server starts with: library defaults, CPU binding, preloads, owner,
+    and its API key (vLLM reads ``VLLM_API_KEY``; the environment keeps it off the command line)."""
     env = dict(os.environ)
+    env.pop("VLLM_API_KEY", None)
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
     env.update(server_env_defaults(env))
     env.update({"VLLM_CPU_KVCACHE_SPACE": str(spec.kv_cache_gib), "PYTHONUNBUFFERED": "1"})
     if spec.cpu_bind:
@@ -150,12 +155,15 @@ class VLLMServer:
     startup_timeout_s: float = 600.0
     # Identity of the base model (harness.models.model_identity), for adapter validation.
     base_identity: str | None = None
+    # Another address than 127.0.0.1 (a node's, for the other nodes of a cluster) needs a key.
+    host: str = HOST
+    api_key: str | None = field(default=None, repr=False)
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _log_file: IO[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def api_base(self) -> str:
@@ -168,7 +176,9 @@ class VLLMServer:
     def start(self) -> VLLMServer:
         if self._proc is not None:
             raise RuntimeError("server already started")
-        self.port = self.port or free_port()
+        if self.host != HOST and not self.api_key:
+            raise ValueError(f"a server bound to {self.host} (not {HOST}) needs an API key: never an open port")
+        self.port = self.port or free_port(self.host)
         if self.log_path is None:
             logs = skillsweep_home() / "logs"
             logs.mkdir(parents=True, exist_ok=True)
@@ -176,11 +186,11 @@ class VLLMServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log_path.open("ab")
         self._proc = subprocess.Popen(
-            self.spec.command(self.port),
+            self.spec.command(self.port, self.host),
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=server_env(self.spec),
+            env=server_env(self.spec, self.api_key),
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )

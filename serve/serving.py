@@ -15,7 +15,7 @@ from harness.models import ResolvedModel
 from serve.adapters import inspect_adapter, replica_lora_capacity, validate_adapter
 from serve.preflight import PreflightReport
 from serve.registry import AdapterRegistry, LoadedAdapter
-from serve.server import ServerSpec, VLLMServer
+from serve.server import HOST, ServerSpec, VLLMServer
 
 
 def server_spec(base: ResolvedModel, served_name: str, adapters: Sequence[tuple[str, str | Path]] = (), *,
@@ -41,10 +41,11 @@ class Serving:
     """A vLLM server with its adapter registry. ``with Serving(base, spec) as s:`` starts it and
     stops it (its whole process group); :meth:`load` validates, loads and preflights adapters."""
 
-    def __init__(self, base: ResolvedModel, spec: ServerSpec, *, port: int | None = None):
+    def __init__(self, base: ResolvedModel, spec: ServerSpec, *, port: int | None = None, host: str = HOST,
+                 api_key: str | None = None):
         self.base = base
         self.spec = spec
-        self.server = VLLMServer(spec, port=port, base_identity=base.identity)
+        self.server = VLLMServer(spec, port=port, base_identity=base.identity, host=host, api_key=api_key)
         self.registry: AdapterRegistry | None = None
 
     @property

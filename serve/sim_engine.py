@@ -459,9 +459,9 @@ class SimSpec:
     def engine_args(self) -> dict:
         return asdict(self)
 
-    def command(self, port: int) -> list[str]:
+    def command(self, port: int, host: str = "127.0.0.1") -> list[str]:
         cmd = [sys.executable, "-m", "serve.supervise", sys.executable, "-m", "serve.sim_engine",
-               "--model", self.model, "--served-model-name", self.served_name, "--host", "127.0.0.1",
+               "--model", self.model, "--served-model-name", self.served_name, "--host", host,
                "--port", str(port), "--gpu", self.gpu, "--model-size", self.model_size,
                "--time-scale", str(self.time_scale), "--max-lora-rank", str(self.max_lora_rank),
                "--max-loras", str(self.max_loras)]

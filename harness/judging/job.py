@@ -26,7 +26,7 @@ import polars as pl
 
 from harness.bench import load_bench
 from harness.bench.model import QueryType
-from harness.client import NO_TIMEOUT_S, is_local_engine
+from harness.client import NO_TIMEOUT_S, is_local_engine, server_api_key
 from harness.errors import SkillsweepError
 from harness.judging.extract import DETERMINISTIC_TYPES, EXTRACTOR_VERSION, judge_deterministic, question_options
 from harness.judging.llm_judge import (
@@ -189,7 +189,8 @@ class LLMJudge:
         if key:
             kwargs["api_key"] = key
         elif self.local:
-            kwargs["api_key"] = "EMPTY"  # a local server takes any key; providers read theirs from the env
+            # A sweep's own server: its key (a server other nodes reach has one), or any key.
+            kwargs["api_key"] = server_api_key() or "EMPTY"
         if req.json_schema:
             kwargs["response_format"] = {"type": "json_schema",
                                          "json_schema": {"name": "verdict", "schema": VERDICT_SCHEMA}}
