@@ -65,6 +65,7 @@ class GenerationSummary:
     rows: int = 0
     regenerated: int = 0
     error: str | None = None
+    node: str | None = None  # where the driver ran (a Ray node's address), when it ran on a cluster
 
     @property
     def failed(self) -> bool:

@@ -228,8 +228,10 @@ def generate_task(request: GenerateRequest, server=None, queue=None, shard: str 
         return None
 
     source = RayCellSource(queue, shard or "driver") if queue is not None else None
-    return run_generation(request, reconnect=reconnect if server is not None else None, source=source,
-                          shard=shard if source else None)
+    summary = run_generation(request, reconnect=reconnect if server is not None else None, source=source,
+                             shard=shard if source else None)
+    summary.node = ray.util.get_node_ip_address()
+    return summary
 
 
 @ray.remote
@@ -600,10 +602,12 @@ class Sweep:
         driver per replica (one more for each replica started meanwhile), each in its own shard."""
         queue = CellQueue.options(namespace=NAMESPACE).remote()  # type: ignore[attr-defined]
         drivers: dict[asyncio.Future, str] = {}
-        done_by: dict[str, int] = {}
+        done_by: dict[str, dict] = {}
+        server_nodes: dict[str, str] = {}
 
         async def drive(handle, shard: str) -> GenerationSummary:
             info = await aget(handle.info.remote())
+            server_nodes[shard] = info["node"]
             request = self.generation_request(target, served, info["api_base"])
             return await aget(generate_task.options(**self._driver(), scheduling_strategy="SPREAD").remote(
                 request, handle, queue, shard, self.api_key))
@@ -630,11 +634,13 @@ class Sweep:
                     log(f"{target.label}: driver {shard} failed ({_short(exc)}); {released} cells handed back")
                     continue
                 add_generation_counts(self.counts, summary)
-                done_by[shard] = summary.stats.done
+                done_by[shard] = {"cells": summary.stats.done, "server_node": server_nodes.get(shard),
+                                  "driver_node": summary.node}
         ray.kill(queue)
-        self.stage["generation"].setdefault("replicas", {})[target.label] = done_by
+        # Shard "a<attempt>r<replica>": which replica generated how many of the target's cells, where.
+        self.stage["generation"].setdefault("replicas", {}).setdefault(target.label, {}).update(done_by)
         if len(done_by) > 1:
-            log(f"{target.label}: cells per replica {done_by}")
+            log(f"{target.label}: cells per replica {({s: d['cells'] for s, d in done_by.items()})}")
 
     async def judge(self, target) -> None:
         started = time.time()
@@ -839,6 +845,10 @@ class Sweep:
             "run": self.run, "folder": str(self.folder), "started_at": self.started_at,
             "total_wall_s": round(time.time() - self.started, 2), "stages": self.stage, "counts": self.counts,
             "planned_cells": self.plan.cells, "missing": self.missing, "failures": self.failures,
+            # The key itself is never written: only that there was one.
+            "serving": {"bind": "node address, per-sweep API key" if self.bind_node else HOST,
+                        "engine": self.config.engine.kind,
+                        "replicas": {key: len(handles) for key, handles in self.replicas.items()}},
             "resources": {"cluster": ray.cluster_resources(), "gpu": _has_gpu(),
                           "declared": self.resources.describe() if self.resources else None},
         }

@@ -113,3 +113,60 @@ def test_tasks_reach_both_nodes_and_node_b_talks_to_node_a_through_the_veth(clus
     output = job.stdout + job.stderr
     assert job.returncode == 0 and "succeeded" in output.lower(), output[-4000:]
     assert "nodes: 2" in output
+
+
+@pytest.fixture
+def gpu_head_cluster():
+    """Node A declares one (fake) GPU and one CPU: the server takes both, so every driver, the
+    training and the corpus task must run on node B."""
+    if reason := TwoNodeCluster.skip_reason():
+        pytest.skip(f"network namespaces unavailable: {reason}")
+    cluster = TwoNodeCluster(head_cpus=1, head_gpus=1, worker_cpus=2).start()
+    try:
+        yield cluster
+    finally:
+        left = cluster.stop()
+    assert left == [], f"left behind by the two-node cluster: {left}"
+    assert not set(cluster.ns.values()) & listed_namespaces(), "the cluster's namespaces were not deleted"
+
+
+@pytest.mark.ray
+@pytest.mark.vllm
+@pytest.mark.training
+def test_smoke_sweep_with_the_server_on_one_node_and_its_drivers_on_the_other(gpu_head_cluster, tmp_path):
+    import polars as pl
+
+    from jobs.sweep_config import load_config, make_plan
+
+    cluster = gpu_head_cluster
+    config = tmp_path / "two-node.yaml"
+    # The smoke sweep, with the server on the GPU node (a fake GPU: vLLM runs on its CPU).
+    config.write_text((ROOT / "eval_configs" / "smoke.yaml").read_text()
+                      .replace("recipes/", str(ROOT / "eval_configs" / "recipes") + "/")
+                      .replace("train_gpus: 0, serve_gpus: 0", "train_gpus: 0, serve_gpus: 1"))
+    out = tmp_path / "out"
+    job = cluster.exec([_ray_cli(), "job", "submit", "--address", cluster.dashboard_address, "--working-dir", str(ROOT),
+                        "--", sys.executable, "-m", "jobs.sweep", str(config), "--out", str(out)],
+                       ns="a", capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    output = job.stdout + job.stderr
+    assert job.returncode == 0 and "succeeded" in output.lower(), output[-6000:] + cluster.logs()
+    assert "2 nodes see" in output
+
+    run = out / "smoke"
+    plan = make_plan(load_config(config))
+    episodes = pl.read_parquet(run / "episodes.parquet")
+    assert len(episodes) == plan.cells == episodes["cell_id"].n_unique()
+    verdicts = pl.read_parquet(run / "verdicts.parquet")
+    assert dict(verdicts.group_by("judge_label").len().iter_rows()) == {"det": plan.cells, "local": plan.cells}
+    summary = json.loads((run / "run.json").read_text())
+    assert summary["missing"] == [] and summary["failures"] == []
+    assert summary["serving"]["bind"].startswith("node address")
+    replicas = summary["stages"]["generation"]["replicas"]
+    assert set(replicas) == {t.label for t in plan.targets}
+    for target, shards in replicas.items():
+        for shard, where in shards.items():
+            # served from node A, driven from node B: every request crossed the veth, with the key
+            assert where["server_node"] == cluster.head_ip and where["driver_node"] == cluster.worker_ip, (target, shard)
+    assert sum(s["cells"] for shards in replicas.values() for s in shards.values()) == plan.cells
+    # the per-sweep key reached no result file
+    assert not [p for p in run.rglob("*") if p.is_file() and b"Bearer" in p.read_bytes()]
