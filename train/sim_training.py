@@ -1,4 +1,4 @@
-"""A simulated LoRA training: the duration the throughput model gives, then a tiny adapter.
+"""A simulated training: the duration the throughput model gives, then a tiny adapter (or checkpoint).
 
 :func:`sim_train_one` stands in for :func:`train.trainer.train_one` when a sweep runs on the
 simulated engine (:mod:`serve.sim_engine`): it sleeps what one training of the recipe would
