@@ -91,6 +91,9 @@ class TrainingSummary:
     content_hash: str = ""
     versions: dict = field(default_factory=dict)
     wall_s: float = 0.0
+    # A simulated training (train.sim_training): no model ran; ``simulation`` holds its figures.
+    simulated: bool = False
+    simulation: dict | None = None
     skipped: bool = False
 
     def as_dict(self) -> dict:
