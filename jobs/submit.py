@@ -52,9 +52,11 @@ class LocalHead:
     stopped by the process group we started (``ray start --block``), never ``ray stop``, which
     would stop every Ray instance on the machine."""
 
-    def __init__(self, num_cpus: int | None = None, extra: list[str] | None = None):
+    def __init__(self, num_cpus: int | None = None, extra: list[str] | None = None, join: str | None = None):
+        """``join``: a head's GCS address: this is then a worker node of that cluster, on this machine."""
         self.num_cpus = num_cpus or len(os.sched_getaffinity(0)) or 1
         self.extra = list(extra or [])
+        self.join = join
         # Short: Ray's Unix sockets live under it and socket paths are limited to 107 bytes.
         self.temp_dir = tempfile.mkdtemp(prefix="ssray-", dir="/tmp")
         self.gcs_port, self.dashboard_port = free_port(), free_port()
@@ -63,19 +65,22 @@ class LocalHead:
         self._proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 120.0) -> LocalHead:
+        """Start the node; a head is returned once its job API answers, a joining node at once."""
         use_token_auth()
         ports = {"--node-manager-port": free_port(), "--object-manager-port": free_port(),
-                 "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
-                 "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
-                 "--runtime-env-agent-port": free_port()}
+                 "--dashboard-agent-listen-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
+                 "--metrics-export-port": free_port(), "--runtime-env-agent-port": free_port()}
+        if not self.join:
+            ports["--ray-client-server-port"] = free_port()
         # Worker ports: a range of 201 that holds none of the ports chosen above (free ports
         # the kernel hands out may lie close together).
         taken = {self.gcs_port, self.dashboard_port, *ports.values()}
         low = free_port()
         while any(low <= p <= low + 200 for p in taken):
             low = free_port()
-        cmd = [_ray_cli(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-               "--dashboard-host=127.0.0.1", f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
+        role = [f"--address={self.join}"] if self.join else [
+            "--head", "--dashboard-host=127.0.0.1", f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}"]
+        cmd = [_ray_cli(), "start", *role, "--block", "--node-ip-address=127.0.0.1",
                f"--temp-dir={self.temp_dir}", f"--num-cpus={self.num_cpus}", "--disable-usage-stats",
                f"--min-worker-port={low}", f"--max-worker-port={low + 200}",
                *(f"{k}={v}" for k, v in ports.items()), *self.extra]
@@ -83,13 +88,19 @@ class LocalHead:
         self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       start_new_session=True)
         deadline = time.monotonic() + timeout_s
-        while not _reachable(self.address):
+        while not self.join and not _reachable(self.address):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 tail = (Path(self.temp_dir) / "ray-start.log").read_text(errors="replace")[-2000:]
                 self.stop()
                 raise RuntimeError(f"the Ray head did not start:\n{tail}")
             time.sleep(0.5)
         return self
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self) -> str:
+        return (Path(self.temp_dir) / "ray-start.log").read_text(errors="replace")[-2000:]
 
     def processes(self) -> list[int]:
         """Live processes of this head: the ``ray start`` group, and anything naming its temp dir."""
@@ -108,14 +119,18 @@ class LocalHead:
         if self._proc is None:
             return
         proc, self._proc = self._proc, None
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops what it started
-        except ProcessLookupError:
-            pass
+        # SIGTERM to `ray start --block` alone: it drains the node through the GCS, then stops what
+        # it started. Signalling its whole group would kill the GCS first, and the drain would
+        # wait out its 30 s for a GCS that is gone.
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            pass
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
         self._proc = proc  # so processes() still matches the group
         left = [psutil.Process(pid) for pid in self.processes() if psutil.pid_exists(pid)]
         self._proc = None

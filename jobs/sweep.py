@@ -56,7 +56,7 @@ from jobs.decisions import (
     target_complete,
     with_history,
 )
-from jobs.replicas import free_gpus, next_replica, work_weight
+from jobs.replicas import free_gpus, next_replica, training_weight, work_weight
 from jobs.resources import DRIVER_CPUS, Declaration, ResourceModel, resource_model
 from jobs.sweep_config import EngineSpec, PlannedTarget, load_config, make_plan
 from jobs.turns import TurnGate
@@ -124,6 +124,7 @@ class ServerActor:
         self.serving = Serving(self.base, spec, host=host, api_key=api_key).start()  # type: ignore[arg-type]
         self.server = self.serving.server
         self.served: dict[str, str] = {}
+        self.loads: dict[tuple[str, str], dict] = {}
         for alias, path in self._registered().items():
             self.load_adapter(alias, path)
 
@@ -134,11 +135,16 @@ class ServerActor:
             return {}
 
     def load_adapter(self, alias: str, path: str) -> dict:
+        """Load (and preflight) an adapter; asked again for the same one, answers what it did then."""
+        if (alias, path) in self.loads:
+            return self.loads[alias, path]
         # The simulated engine's replies say nothing of the weights: no preflight to compare.
         loaded, report = self.serving.load(alias, path, check=not self.sim)
         self.served[alias] = loaded.served_name
-        return {"served_name": loaded.served_name, "preflight_differing": report.differing if report else None,
-                "preflight_probes": report.probes if report else None}
+        self.loads[alias, path] = {"served_name": loaded.served_name,
+                                   "preflight_differing": report.differing if report else None,
+                                   "preflight_probes": report.probes if report else None}
+        return self.loads[alias, path]
 
     def info(self) -> dict:
         if not self.server.running():
@@ -276,7 +282,14 @@ class Sweep:
         self.replicas: dict[str, list[ray.actor.ActorHandle]] = {}
         self.replica_added: dict[str, asyncio.Event] = {}
         self.server_args: dict[str, tuple[str, int]] = {}
-        self.replica_count = 0  # replicas started, all servers: each takes its declaration in turn
+        self.replica_count = 0  # replicas running, all servers: each takes its declaration in turn
+        self.replica_numbers: dict[str, int] = {}
+        self.server_ready: dict[str, asyncio.Event] = {}  # a server's first replica is started
+        self.retired: dict[str, bool] = {}
+        self.stopping: list[asyncio.Future] = []
+        self.retired_handles: list[ray.actor.ActorHandle] = []
+        self.adapter_paths: dict[str, str] = {}  # alias → folder of every adapter registered
+        self.pinned: set[str] = set()  # servers judges, the corpus teacher or probes use: never retired
         self.remaining: dict[str, float] = {}  # generation work left per server key (jobs.replicas)
         self.trainings_left = 0
         self.gpus = 0.0
@@ -356,6 +369,11 @@ class Sweep:
             return target.label
         return model.label
 
+    def _training_weight(self, target) -> float:
+        assert target.training is not None, "an adapter target carries its training"
+        return training_weight(self.models[target.model_label].size,
+                               load_recipe(target.training.recipe_path).training.epochs)
+
     def _work(self, target) -> float:
         return work_weight(self.plan.tasks * len(self.config.conditions), target.generation.max_tokens,
                            self.models[target.model_label].size)
@@ -365,6 +383,7 @@ class Sweep:
         key = self._server_key(target)
         if key is not None and key in self.remaining:
             self.remaining[key] = max(0.0, self.remaining[key] - self._work(target))
+            self.retire(key)
 
     def fixed_replicas(self, key: str) -> int | None:
         """The replicas the config asks of ``key``'s server (its model's, else resources'), or None."""
@@ -374,15 +393,23 @@ class Sweep:
     def _adapters_file(self, key: str) -> Path:
         return self.folder / "servers" / f"{key}.adapters.json"
 
-    def start_server(self, key: str, model_ref: str, max_model_len: int, replicas: int = 1) -> ray.actor.ActorHandle:
-        """The server for ``key``: its first ``replicas`` replicas (each holding every adapter registered on it)."""
-        if key not in self.servers:
-            self.server_args[key] = (model_ref, max_model_len)
-            self.replicas[key] = []
-            self.replica_added[key] = asyncio.Event()
-            for _ in range(replicas):
-                self.add_replica(key)
-        return self.servers[key]
+    def pooled(self) -> bool:
+        """Replicas follow the GPU pool (jobs.replicas): GPUs to serve from, and no fixed count."""
+        return self.gpus > 0 and self.config.resources.serve_gpus > 0
+
+    def start_server(self, key: str, model_ref: str, max_model_len: int) -> None:
+        """Declare ``key``'s server: its fixed replicas start now; on a GPU pool without a fixed
+        count :meth:`grow` starts them as GPUs free up (trainings first); otherwise one now."""
+        if key in self.server_args:
+            return
+        self.server_args[key] = (model_ref, max_model_len)
+        self.replicas[key] = []
+        self.replica_added[key] = asyncio.Event()
+        self.server_ready.setdefault(key, asyncio.Event())
+        fixed = self.fixed_replicas(key)
+        for _ in range(fixed or (0 if self.pooled() else 1)):
+            self.add_replica(key)
+        self.grow()
 
     def add_replica(self, key: str) -> ray.actor.ActorHandle:
         """One more replica of ``key``'s server; it loads the adapters registered so far as it starts."""
@@ -391,7 +418,7 @@ class Sweep:
         model_ref, max_model_len = self.server_args[key]
         index, self.replica_count = self.replica_count, self.replica_count + 1
         declared = resources.server(index)
-        number = len(self.replicas[key])
+        number = self.replica_numbers[key] = self.replica_numbers.get(key, -1) + 1
         self._adapters_file(key).parent.mkdir(parents=True, exist_ok=True)
         # @ray.remote made the class an ActorClass; mypy keeps a decorated class's own type.
         handle = ServerActor.options(  # type: ignore[attr-defined]
@@ -401,6 +428,7 @@ class Sweep:
                  self.bind_node, self.api_key)
         self.replicas[key].append(handle)
         self.servers.setdefault(key, handle)
+        self.server_ready[key].set()
         # Wake the generation steps running on this server: they start a driver for the new replica.
         event, self.replica_added[key] = self.replica_added[key], asyncio.Event()
         event.set()
@@ -409,7 +437,9 @@ class Sweep:
 
     async def register(self, key: str, alias: str, path: str) -> dict:
         """Register an adapter on every replica of ``key``: listed first, so a replica starting (or
-        restarting) now or later loads it too, then loaded on each replica there is."""
+        restarting) now or later loads it too, then loaded on each replica there is. Only the
+        first replica's load is awaited: one still starting must not hold the adapter's cells back
+        (each replica's driver loads it again, a no-op once loaded, before it sends anything)."""
         file = self._adapters_file(key)
         try:
             registered = json.loads(file.read_text())
@@ -418,25 +448,57 @@ class Sweep:
         tmp = file.with_suffix(".tmp")
         tmp.write_text(json.dumps({**registered, alias: path}, indent=2))
         os.replace(tmp, file)
-        loads = await asyncio.gather(*(aget(h.load_adapter.remote(alias, path)) for h in list(self.replicas[key])))
-        return loads[0]
+        self.adapter_paths[alias] = path
+        first, *rest = [h.load_adapter.remote(alias, path) for h in list(self.replicas[key])]
+        del rest  # loaded as those replicas come up; their drivers check
+        return await aget(first)
 
     def grow(self) -> None:
-        """Replicas from GPUs no server holds and no training still needs (jobs.replicas)."""
-        if self.gpus <= 0 or self.resources is None:
+        """Replicas from GPUs no server holds and no training still needs (jobs.replicas): first
+        the servers with none, then more of the busiest."""
+        if not self.pooled():
             return
         serve_gpus = self.config.resources.serve_gpus
         fixed = {key for key in self.replicas if self.fixed_replicas(key)}
-        while True:
-            free = free_gpus(self.gpus, self.replica_count, serve_gpus, self.trainings_left,
-                             self.config.resources.train_gpus)
+        while free_gpus(self.gpus, self.replica_count, serve_gpus, self.trainings_left,
+                        self.config.resources.train_gpus) >= serve_gpus:
             counts = {key: len(handles) for key, handles in self.replicas.items()}
-            key = next_replica({k: w for k, w in self.remaining.items() if k in self.replicas}, counts, fixed)
-            if free < serve_gpus or key is None or serve_gpus <= 0:
+            # Work left per server; a judge's or teacher's server has none of its own but is needed.
+            work = {key: self.remaining.get(key, 0.0) or (1e-9 if key in self.pinned else 0.0)
+                    for key in self.replicas if not self.retired.get(key)}
+            key = next_replica(work, counts, fixed)
+            if key is None:
                 return
             self.add_replica(key)
 
+    def retire(self, key: str) -> None:
+        """On a GPU pool: stop ``key``'s replicas once nothing needs them (no work left, not a
+        judge's or teacher's, no probes to run), so their GPUs serve or train something else."""
+        if not self.pooled() or key in self.pinned or self.remaining.get(key, 0.0) > 1e-6 \
+                or self.fixed_replicas(key) or not self.replicas.get(key):
+            return
+        handles, self.replicas[key] = self.replicas[key], []
+        self.retired[key] = True
+        self.servers.pop(key, None)
+        self.server_ready[key] = asyncio.Event()
+        self.replica_count -= len(handles)
+        self.retired_handles += handles
+        self.stopping.append(asyncio.ensure_future(self._stop(handles)))
+        log(f"server {key}: no work left, {len(handles)} replica(s) stopped; their GPUs go to the rest")
+        self.grow()
+
+    async def _stop(self, handles) -> None:
+        for handle in handles:
+            try:
+                await asyncio.wait_for(aget(handle.stop.remote()), 120)
+            except Exception:
+                pass
+            ray.kill(handle, no_restart=True)
+
     async def server_info(self, key: str) -> dict:
+        """The first replica's info (judges, probes, the corpus and single requests use it); waits
+        for the server's first replica to be started (on a GPU pool, once a GPU is free)."""
+        await self.server_ready.setdefault(key, asyncio.Event()).wait()
         return await aget(self.servers[key].info.remote())
 
     async def judge_endpoint(self, judge) -> tuple[str | None, str | None]:
@@ -464,7 +526,7 @@ class Sweep:
         if path.is_file():
             return str(path)
         teacher_url, teacher = None, spec.teacher
-        if spec.teacher in self.servers:
+        if spec.teacher in self.server_args:
             info = await self.server_info(spec.teacher)
             teacher_url, teacher = info["url"], info["served_name"]
         judge = next((j for j in self.config.judges if j.label == spec.judge), None)
@@ -522,6 +584,7 @@ class Sweep:
                 log(f"{target.label}: {reason}")
                 return
             self.trainings_left -= 1
+            self.grow()  # its GPU may now serve: this target's server may be waiting for one
             key = "skipped" if meta.skipped else "trained"
             self.stage["training"][key] = self.stage["training"].get(key, 0) + 1
             self.stage["training"]["wall_s"] = max(self.stage["training"]["wall_s"], round(time.time() - started, 2))
@@ -529,12 +592,10 @@ class Sweep:
             alias = adapter_alias(target.training.recipe_name, target.training.seed)
             if meta.method == "partial":  # a full checkpoint is its own server
                 server_key = target.label
-                self.start_server(server_key, path, model.max_model_len, self.fixed_replicas(server_key) or 1)
-                self.grow()
+                self.start_server(server_key, path, model.max_model_len)
                 served = (await self.server_info(server_key))["served_name"]
             else:
                 assert server_key is not None, "an adapter's model is served"
-                self.grow()  # the training's GPU may now serve
                 await self.server_info(server_key)
                 loaded = await self.register(server_key, alias, path)
                 served = loaded["served_name"]
@@ -604,28 +665,33 @@ class Sweep:
         drivers: dict[asyncio.Future, str] = {}
         done_by: dict[str, dict] = {}
         server_nodes: dict[str, str] = {}
+        submitted: set[str] = set()  # drivers whose task runs (the others wait for their replica to start)
+
+        alias = adapter_alias(target.training.recipe_name, target.training.seed) if target.training else None
 
         async def drive(handle, shard: str) -> GenerationSummary:
+            if alias in self.adapter_paths:  # this replica may still be loading it (register)
+                await aget(handle.load_adapter.remote(alias, self.adapter_paths[alias]))
             info = await aget(handle.info.remote())
             server_nodes[shard] = info["node"]
             request = self.generation_request(target, served, info["api_base"])
+            submitted.add(shard)
             return await aget(generate_task.options(**self._driver(), scheduling_strategy="SPREAD").remote(
                 request, handle, queue, shard, self.api_key))
 
-        started = 0
+        started, finished = 0, False
         while True:
-            for handle in self.replicas[key][started:]:
+            for handle in [] if finished else self.replicas[key][started:]:
                 shard = f"a{attempt}r{started}"
                 drivers[asyncio.ensure_future(drive(handle, shard))] = shard
                 started += 1
-            added = asyncio.ensure_future(self.replica_added[key].wait())
             running = [f for f in drivers if not f.done()]
             if not running:
-                added.cancel()
                 break
+            added = asyncio.ensure_future(self.replica_added[key].wait())
             await asyncio.wait([*running, added], return_when=asyncio.FIRST_COMPLETED)
             added.cancel()
-            for future in [f for f in running if f.done()]:
+            for future in [f for f in running if f.done() and not f.cancelled()]:
                 shard = drivers[future]
                 try:
                     summary = future.result()
@@ -636,6 +702,13 @@ class Sweep:
                 add_generation_counts(self.counts, summary)
                 done_by[shard] = {"cells": summary.stats.done, "server_node": server_nodes.get(shard),
                                   "driver_node": summary.node}
+            if not finished and (await aget(queue.state.remote()))["finished"]:
+                # Every cell is resolved: a replica still starting must not hold the target's end
+                # (its driver has sent nothing; running drivers end on their own, shards closed).
+                finished = True
+                for future, shard in drivers.items():
+                    if shard not in submitted:
+                        future.cancel()
         ray.kill(queue)
         # Shard "a<attempt>r<replica>": which replica generated how many of the target's cells, where.
         self.stage["generation"].setdefault("replicas", {}).setdefault(target.label, {}).update(done_by)
@@ -725,12 +798,18 @@ class Sweep:
         # A partially fine-tuned checkpoint is served alone once trained: its slot is planned now.
         partial = [t for t in pending if t.kind == "adapter" and t.training is not None
                    and _recipe_method(t.training.recipe_path) == "partial"]
+        # CPU nodes split their cores between the servers' replicas started at once.
         initial = {key: self.fixed_replicas(key) or 1 for key, _, _ in keys}
         self.resources = _resources(sum(initial.values()) + sum(self.fixed_replicas(t.label) or 1 for t in partial),
                                     self.config.resources)
+        self.pinned = {self._judge_server(j)[0] for j in self.config.judges if j.serve}
+        if self.config.corpus and self.config.corpus.teacher in {key for key, _, _ in keys}:
+            self.pinned.add(self.config.corpus.teacher)
+        if self.config.probes:
+            self.pinned |= {key for key, _, _ in keys}
         self.gpus = ray.cluster_resources().get("GPU", 0.0) if self.resources.gpu else 0.0
         self.gate = TurnGate(self.resources.in_turn)
-        trainings = [t for t in pending if t.kind == "adapter"]
+        trainings = sorted((t for t in pending if t.kind == "adapter"), key=self._training_weight, reverse=True)
         self.trainings_left = len(trainings)
         for planned in pending:
             key = self._server_key(planned)
@@ -749,8 +828,7 @@ class Sweep:
             self.corpus_done.set()
             refs = {t.label: asyncio.ensure_future(self.train(t, corpus_path)) for t in trainings}
         for key, ref, length in keys:  # all servers start at once (Ray constructs actors concurrently)
-            self.start_server(key, ref, length, initial[key])
-        self.grow()
+            self.start_server(key, ref, length)
         pipelines = []
         if needs_corpus and not corpus_path:
             corpus_ref = await self.build_corpus()
@@ -835,6 +913,8 @@ class Sweep:
         log(f"{len(nodes)} nodes see {self.folder}; servers bind their node's address behind this sweep's API key")
 
     def finish(self) -> dict:
+        for handle in self.retired_handles:  # stopped already, or being stopped: gone either way
+            ray.kill(handle, no_restart=True)
         for handle in [h for handles in self.replicas.values() for h in handles]:
             try:
                 ray.get(handle.stop.remote(), timeout=120)
@@ -848,7 +928,7 @@ class Sweep:
             # The key itself is never written: only that there was one.
             "serving": {"bind": "node address, per-sweep API key" if self.bind_node else HOST,
                         "engine": self.config.engine.kind,
-                        "replicas": {key: len(handles) for key, handles in self.replicas.items()}},
+                        "replicas": {key: n + 1 for key, n in self.replica_numbers.items()}},  # started
             "resources": {"cluster": ray.cluster_resources(), "gpu": _has_gpu(),
                           "declared": self.resources.describe() if self.resources else None},
         }

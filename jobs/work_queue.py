@@ -14,8 +14,9 @@ from collections import deque
 import ray
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
-class CellQueue:
+class LeaseQueue:
+    """Cell ids to do, leased to drivers by name; the logic of :data:`CellQueue`."""
+
     def __init__(self) -> None:
         self.pending: deque[str] = deque()
         self.leased: dict[str, set[str]] = {}
@@ -55,6 +56,10 @@ class CellQueue:
         """Pending and leased counts, and what each driver resolved."""
         return {"pending": len(self.pending), "leased": {d: len(c) for d, c in self.leased.items()},
                 "resolved": dict(self.resolved), "finished": self._finished()}
+
+
+# An actor of the sweep's (no CPU: it only hands out ids); it dies with the target's generation step.
+CellQueue = ray.remote(num_cpus=0, max_restarts=0)(LeaseQueue)
 
 
 class RayCellSource:

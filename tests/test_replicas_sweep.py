@@ -1,0 +1,153 @@
+"""Server replicas on a Ray head with fake GPUs, served by the simulated engine: replicas started
+as GPUs free up, adapters on every replica (started or restarted later), one shared cell queue."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from jobs.submit import LocalHead, _ray_cli
+from jobs.sweep_config import load_config, make_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def gpu_head():
+    """A head of this module's own with three GPUs it does not have (the engine is simulated)."""
+    head = LocalHead(num_cpus=2, extra=["--num-gpus=3"]).start()
+    yield head
+    head.stop()
+    assert head.processes() == [], "Ray processes of this test's head were left behind"
+
+
+def _config(tmp_path, name: str, extra: str = "", time_scale: float = 0.05) -> Path:
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(
+        f"name: {name}\nbench: builtin\nsplit: eval\nconditions: [baseline, curated]\n"
+        "models:\n"
+        "  - label: q08\n    base: Qwen/Qwen3.5-0.8B\n    size: 0.8B\n"
+        "    generation: {max_tokens: 512, concurrency: 8}\n"
+        f"    adapters: [{{recipe: {ROOT}/eval_configs/recipes/v1.yaml, seeds: [0]}}]\n"
+        f"{extra}"
+        "judges:\n  - {label: det, mode: deterministic}\n"
+        "statistics: {bootstrap: 200}\n"
+        "resources: {train_gpus: 1, serve_gpus: 1}\n"
+        f"engine: {{kind: sim, gpu: h100, time_scale: {time_scale}}}\n")
+    return config
+
+
+def _submit(head, config, out, **popen):
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [_ray_cli(), "job", "submit", "--address", head.address, "--working-dir", str(ROOT), "--",
+           sys.executable, "-m", "jobs.sweep", str(config), "--out", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+                            **popen)
+
+
+def test_replicas_grow_as_the_training_ends_and_the_late_replica_serves_the_adapter(gpu_head, tmp_path):
+    config = _config(tmp_path, "grow")
+    proc = _submit(gpu_head, config, tmp_path)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and "succeeded" in output.lower(), output[-6000:]
+    run = tmp_path / "grow"
+    plan = make_plan(load_config(config))
+    episodes = pl.read_parquet(run / "episodes.parquet")
+    assert len(episodes) == plan.cells == episodes["cell_id"].n_unique()
+    summary = json.loads((run / "run.json").read_text())
+    assert summary["missing"] == [] and summary["counts"]["regenerated"] == 0
+    # 3 GPUs: one replica, one training, and the third GPU a second replica at once; the
+    # training's GPU becomes a third replica once the adapter is registered.
+    assert summary["serving"]["replicas"] == {"q08": 3}
+    replicas = summary["stages"]["generation"]["replicas"]
+    base, adapter = replicas["q08"], replicas["q08+v1@s0"]
+    assert set(base) == {"a1r0", "a1r1"} and all(s["cells"] > 0 for s in base.values())
+    # the replica started after the adapter was registered loaded it from the list, and served it
+    assert set(adapter) == {"a1r0", "a1r1", "a1r2"} and adapter["a1r2"]["cells"] > 0
+    assert sum(s["cells"] for s in adapter.values()) == plan.tasks * 2
+    registered = json.loads((run / "servers" / "q08.adapters.json").read_text())
+    assert list(registered) == ["v1-s0"]
+
+
+def test_a_replica_killed_mid_run_hands_its_cells_to_the_other_and_none_is_lost_or_doubled(gpu_head, tmp_path):
+    import ray
+
+    # Two fixed replicas, base only, slow enough to kill one mid-run.
+    config = _config(tmp_path, "kill", extra="    replicas: 2\n    include_base: true\n", time_scale=0.5)
+    config.write_text(config.read_text().replace(
+        f"    adapters: [{{recipe: {ROOT}/eval_configs/recipes/v1.yaml, seeds: [0]}}]\n", ""))
+    proc = _submit(gpu_head, config, tmp_path)
+    run = tmp_path / "kill" / "runs" / "q08"
+
+    def recorded() -> int:
+        return sum(p.read_text().count("\n") for p in run.glob("episodes*.jsonl"))
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and recorded() < 8 and proc.poll() is None:
+        time.sleep(0.1)
+    assert recorded() >= 8, "generation never started"
+    ray.init(address=gpu_head.gcs_address, namespace="skillsweep", log_to_driver=False)
+    try:
+        ray.kill(ray.get_actor("server:kill:q08:1", namespace="skillsweep"), no_restart=False)
+        killed_at = recorded()
+    finally:
+        ray.shutdown()
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and "succeeded" in output.lower(), output[-6000:]
+    episodes = pl.read_parquet(tmp_path / "kill" / "episodes.parquet")
+    plan = make_plan(load_config(config))
+    assert killed_at < len(episodes) == plan.cells == episodes["cell_id"].n_unique()
+    summary = json.loads((tmp_path / "kill" / "run.json").read_text())
+    assert summary["missing"] == [] and summary["failures"] == []
+    assert summary["counts"]["requeued"] >= 1 and summary["counts"]["regenerated"] == 0
+    assert summary["counts"]["failed"] == 0
+    shards = summary["stages"]["generation"]["replicas"]["q08"]
+    assert set(shards) == {"a1r0", "a1r1"} and sum(s["cells"] for s in shards.values()) == plan.cells
+    assert shards["a1r0"]["cells"] > shards["a1r1"]["cells"]  # the survivor took the killed one's share
+
+
+def test_an_adapter_registered_before_a_replica_restarts_is_served_by_it(gpu_head, tmp_path):
+    import httpx
+    import ray
+
+    from harness.client import server_headers
+    from jobs.sweep import ServerActor
+    from jobs.sweep_config import EngineSpec
+    from train.recipe import load_recipe
+    from train.sim_training import sim_train_one
+
+    adapter = tmp_path / "v1-s0"
+    sim_train_one(load_recipe(ROOT / "eval_configs" / "recipes" / "v1.yaml"), 0, adapter, model="Qwen/Qwen3.5-0.8B",
+                  size="0.8B", gpu="h100", time_scale=0.001)
+    listed = tmp_path / "q08.adapters.json"
+    listed.write_text(json.dumps({"v1-s0": str(adapter)}))  # as the sweep registers it
+    ray.init(address=gpu_head.gcs_address, namespace="skillsweep-test", log_to_driver=False)
+    try:
+        actor = ServerActor.options(num_gpus=1, num_cpus=0).remote(
+            "Qwen/Qwen3.5-0.8B", "q08", 4096, 1, [16], None, str(listed), EngineSpec(kind="sim", time_scale=0.01),
+            "0.8B")
+        first = ray.get(actor.info.remote(), timeout=120)
+        ray.kill(actor, no_restart=False)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                second = ray.get(actor.info.remote(), timeout=60)
+                break
+            except ray.exceptions.RayActorError:
+                assert time.monotonic() < deadline, "the replica was not restarted"
+                time.sleep(0.5)
+        served = first["adapters"]["v1-s0"]
+        assert second["actor_pid"] != first["actor_pid"] and second["adapters"] == first["adapters"]
+        reply = httpx.post(second["api_base"] + "/chat/completions", headers=server_headers(), timeout=30,
+                           json={"model": served, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8})
+        assert reply.status_code == 200 and reply.json()["model"] == served
+        ray.get(actor.stop.remote(), timeout=60)
+        ray.kill(actor, no_restart=True)
+    finally:
+        ray.shutdown()
