@@ -54,8 +54,11 @@ def _plots(stats: StatsSummary, out: Path, agree: dict | None) -> list[tuple[str
     models = stats.models
     # Pre-SFT Δ across sizes, with post-SFT points.
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    pre = [(m.get("size") or m.get("base_model") or l, m["delta"], l) for l, m in models.items() if m["stage"] == "pre"]
-    post = [(m.get("size") or m.get("base_model") or l, m["delta"], l) for l, m in models.items() if m["stage"] == "post"]
+    # A model with no scored pair has no Δ (None): it has no point to plot; the table says "—".
+    pre = [(m.get("size") or m.get("base_model") or l, m["delta"], l) for l, m in models.items()
+           if m["stage"] == "pre" and m["delta"] is not None]
+    post = [(m.get("size") or m.get("base_model") or l, m["delta"], l) for l, m in models.items()
+            if m["stage"] == "post" and m["delta"] is not None]
     xs = sorted({x for x, _, _ in pre + post}, key=str)
     pos = {x: i for i, x in enumerate(xs)}
     if pre:
