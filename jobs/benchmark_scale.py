@@ -23,7 +23,7 @@ server and the simulated training (:mod:`train.sim_training`) for every adapter,
 
 At 1.0 (real time) a run takes its simulated makespan in wall time, about 4-5 minutes. Faster
 scales overload a 2-core machine (six engines, a driver per replica, Ray): at 0.5 the CPU, not
-the simulated GPUs, set the pace and the same sweep measured 0.45 against 0.74 at 1.0.
+the simulated GPUs, set the pace: the same code measured 0.55 there against 0.74 at 1.0.
 """
 
 from __future__ import annotations
