@@ -5,11 +5,12 @@ The rule (README, "Running on a cluster"):
 
 * A base (or a served judge, or a fully fine-tuned checkpoint) with ``replicas`` set in its
   model entry, or ``resources.replicas`` for all, gets exactly that many, from the start.
-* Otherwise, on a GPU pool, GPUs go to trainings first, longest first; every GPU no replica holds
-  and no training still to run needs (at the start, and each time a training ends) becomes a
-  replica: first of a server that has none yet, then of the server with the most generation work
-  left per replica (its targets' cells × max_tokens at the full-batch rate of its size). A server
-  left with no work (and no judge, teacher or probes using it) is stopped: its GPUs go to the rest.
+* Otherwise a server starts with one replica at once. On a GPU pool the GPUs no replica holds
+  go to trainings (longest first), and every GPU no training still to run needs (at the start,
+  and each time a training ends) becomes one more replica of the server with the most generation
+  work left per replica (its targets' cells × max_tokens at the full-batch rate of its size). A
+  server left with no work (and no judge, teacher or probes using it) is stopped: its GPUs go to
+  the rest.
 * Without GPUs (a CPU node) a derived count is one: the cores are already split between servers.
 """
 
