@@ -47,6 +47,60 @@ def use_token_auth() -> None:
     subprocess.run([_ray_cli(), "get-auth-token", "--generate"], check=True, capture_output=True, text=True)
 
 
+def end_ray_start(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """End a ``ray start --block`` we started in its own session.
+
+    SIGTERM to it alone: it drains its node through the GCS, then stops what it started.
+    Signalling its whole group at once would kill the GCS first, and the drain would wait out its
+    30 s for a GCS that is gone. Its group gets SIGTERM only if it has not ended in time."""
+    try:
+        proc.send_signal(signal.SIGTERM)  # nothing if it has ended (and been reaped) already
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+def node_processes(pgids: set[int], temp_dirs: list[str], more: set[int] | None = None) -> list[int]:
+    """Live (not zombie) processes of Ray nodes we started: in the ``ray start`` process groups
+    ``pgids``, naming one of the nodes' ``temp_dirs``, or in ``more``; never this process."""
+    found = set(more or ())
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(p.info["cmdline"] or [])
+            if os.getpgid(p.pid) in pgids or any(d in cmdline for d in temp_dirs):
+                found.add(p.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    live = []
+    for pid in sorted(found - {os.getpid()}):
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                live.append(pid)
+        except psutil.Error:
+            continue
+    return live
+
+
+def kill_processes(pids: list[int], timeout_s: float = 10.0) -> None:
+    """SIGKILL to each of ``pids`` still there (what a node's own stop left), and wait for them."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=timeout_s)
+
+
 class LocalHead:
     """A Ray head of our own: its own temporary directory and ports, bound to 127.0.0.1, and
     stopped by the process group we started (``ray start --block``), never ``ray stop``, which
@@ -63,6 +117,7 @@ class LocalHead:
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         self.gcs_address = f"127.0.0.1:{self.gcs_port}"
         self._proc: subprocess.Popen | None = None
+        self._pgid: int | None = None
 
     def start(self, timeout_s: float = 120.0) -> LocalHead:
         """Start the node; a head is returned once its job API answers, a joining node at once."""
@@ -87,6 +142,7 @@ class LocalHead:
         self._log = open(Path(self.temp_dir) / "ray-start.log", "wb")
         self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       start_new_session=True)
+        self._pgid = self._proc.pid  # kept after stop(): processes() still finds the group
         deadline = time.monotonic() + timeout_s
         while not self.join and not _reachable(self.address):
             if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -104,42 +160,14 @@ class LocalHead:
 
     def processes(self) -> list[int]:
         """Live processes of this head: the ``ray start`` group, and anything naming its temp dir."""
-        found = []
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                mine = self._proc and os.getpgid(p.pid) == self._proc.pid
-                if mine or self.temp_dir in " ".join(p.info["cmdline"] or []):
-                    if p.status() != psutil.STATUS_ZOMBIE:
-                        found.append(p.pid)
-            except (ProcessLookupError, psutil.Error):
-                continue
-        return found
+        return node_processes({self._pgid} if self._pgid else set(), [self.temp_dir])
 
     def stop(self, grace_s: float = 30.0) -> None:
         if self._proc is None:
             return
         proc, self._proc = self._proc, None
-        # SIGTERM to `ray start --block` alone: it drains the node through the GCS, then stops what
-        # it started. Signalling its whole group would kill the GCS first, and the drain would
-        # wait out its 30 s for a GCS that is gone.
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        self._proc = proc  # so processes() still matches the group
-        left = [psutil.Process(pid) for pid in self.processes() if psutil.pid_exists(pid)]
-        self._proc = None
-        for p in left:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(left, timeout=10)
+        end_ray_start(proc, grace_s)
+        kill_processes(self.processes())
         proc.poll()
         self._log.close()
         shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 import psutil
 
 from harness.libenv import RAY_JOB_ENV
-from jobs.submit import _ray_cli, use_token_auth
+from jobs.submit import _ray_cli, end_ray_start, kill_processes, node_processes, use_token_auth
 
 # Ports inside each namespace: a fresh namespace has every port free, so fixed numbers do.
 HEAD_PORTS = {"--port": 6379, "--dashboard-port": 8265, "--ray-client-server-port": 10001}
@@ -262,60 +261,21 @@ class TwoNodeCluster:
     def processes(self) -> list[int]:
         """Live processes of this cluster: the two ``ray start`` groups, anything naming a node's
         temp dir, and anything inside the two namespaces (all started by this cluster)."""
-        dirs = list(self.temp_dirs.values())
-        found = set()
+        inside = set()
         for name in self._created:
             out = subprocess.run([self._ip, "netns", "pids", name], capture_output=True, text=True).stdout
-            found.update(int(pid) for pid in out.split() if pid.isdigit())
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                cmdline = " ".join(p.info["cmdline"] or [])
-                if os.getpgid(p.pid) in self._pgids or any(d in cmdline for d in dirs):
-                    found.add(p.pid)
-            except (ProcessLookupError, psutil.Error):
-                continue
-        live = []
-        for pid in sorted(found - {os.getpid()}):
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    live.append(pid)
-            except psutil.Error:
-                continue
-        return live
+            inside.update(int(pid) for pid in out.split() if pid.isdigit())
+        return node_processes(self._pgids, list(self.temp_dirs.values()), inside)
 
     def stop(self, grace_s: float = 30.0) -> list[str]:
         """Stop both nodes (SIGTERM to each ``ray start``, then SIGKILL to whatever of the cluster is
         still alive: in their process groups, naming their temp dirs, inside the namespaces), delete
         the namespaces (and so the veth pair) and the temp dirs. Returns what is left, ``[]`` when
         nothing is; the namespaces and temp dirs go even when processes are left."""
-        # SIGTERM to each `ray start --block` alone, the worker node's first: it drains its node
-        # through the GCS, then stops what it started. Signalling the whole group at once would
-        # kill the GCS too, and the head's drain would wait out its 30 s for a GCS that is gone.
-        for side in ("b", "a"):
-            proc = self._procs.get(side)
-            if proc is None:
-                continue
-            try:
-                proc.send_signal(signal.SIGTERM)  # nothing if it has ended (and been reaped) already
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                try:  # `ray start` did not end in time: its whole group
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(timeout=10)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
-        left = []
-        for pid in self.processes():
-            try:
-                left.append(psutil.Process(pid))
-            except psutil.Error:
-                continue
-        for p in left:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(left, timeout=10)
+        for side in ("b", "a"):  # the worker node first: its drain needs the head's GCS
+            if side in self._procs:
+                end_ray_start(self._procs[side], grace_s)
+        kill_processes(self.processes())
         for proc in self._procs.values():
             proc.poll()
         remaining = [f"process {pid}: {_cmdline(pid)}" for pid in self.processes()]

@@ -2,16 +2,14 @@
 as GPUs free up, adapters on every replica (started or restarted later), one shared cell queue."""
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import polars as pl
 import pytest
+from sweep_jobs import finish, kill_when_generating, start_sweep
 
-from jobs.submit import LocalHead, _ray_cli
+from jobs.submit import LocalHead
 from jobs.sweep_config import load_config, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,19 +42,9 @@ def _config(tmp_path, name: str, extra: str = "", time_scale: float = 0.05) -> P
     return config
 
 
-def _submit(head, config, out, **popen):
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [_ray_cli(), "job", "submit", "--address", head.address, "--working-dir", str(ROOT), "--",
-           sys.executable, "-m", "jobs.sweep", str(config), "--out", str(out)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
-                            **popen)
-
-
 def test_replicas_follow_the_gpus_and_stop_when_their_work_is_done(gpu_head, tmp_path):
     config = _config(tmp_path, "grow")
-    proc = _submit(gpu_head, config, tmp_path)
-    output, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0 and "succeeded" in output.lower(), output[-6000:]
+    output = finish(start_sweep(gpu_head, str(config), "--out", str(tmp_path)))
     run = tmp_path / "grow"
     plan = make_plan(load_config(config))
     episodes = pl.read_parquet(run / "episodes.parquet")
@@ -82,30 +70,13 @@ def test_replicas_follow_the_gpus_and_stop_when_their_work_is_done(gpu_head, tmp
 
 
 def test_a_replica_killed_mid_run_hands_its_cells_to_the_other_and_none_is_lost_or_doubled(gpu_head, tmp_path):
-    import ray
-
     # Two fixed replicas, base only, slow enough to kill one mid-run.
     config = _config(tmp_path, "kill", extra="    replicas: 2\n    include_base: true\n", time_scale=0.5)
     config.write_text(config.read_text().replace(
         f"    adapters: [{{recipe: {ROOT}/eval_configs/recipes/v1.yaml, seeds: [0]}}]\n", ""))
-    proc = _submit(gpu_head, config, tmp_path)
-    run = tmp_path / "kill" / "runs" / "q08"
-
-    def recorded() -> int:
-        return sum(p.read_text().count("\n") for p in run.glob("episodes*.jsonl"))
-
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and recorded() < 8 and proc.poll() is None:
-        time.sleep(0.1)
-    assert recorded() >= 8, "generation never started"
-    ray.init(address=gpu_head.gcs_address, namespace="skillsweep", log_to_driver=False)
-    try:
-        ray.kill(ray.get_actor("server:kill:q08:1", namespace="skillsweep"), no_restart=False)
-        killed_at = recorded()
-    finally:
-        ray.shutdown()
-    output, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0 and "succeeded" in output.lower(), output[-6000:]
+    proc = start_sweep(gpu_head, str(config), "--out", str(tmp_path))
+    killed_at = kill_when_generating(gpu_head, proc, tmp_path / "kill" / "runs" / "q08", "server:kill:q08:1", 8)
+    finish(proc)
     episodes = pl.read_parquet(tmp_path / "kill" / "episodes.parquet")
     plan = make_plan(load_config(config))
     assert killed_at < len(episodes) == plan.cells == episodes["cell_id"].n_unique()

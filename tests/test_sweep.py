@@ -9,8 +9,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from sweep_jobs import finish, kill_when_generating, run_sweep, start_sweep
 
-from jobs.submit import LocalHead, _ray_cli
+from jobs.submit import LocalHead
 from jobs.sweep_config import ConfigError, load_config, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,19 +43,8 @@ def _vllm_servers() -> set[int]:
     return found
 
 
-def _submit(head, *args, check=True):
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [_ray_cli(), "job", "submit", "--address", head.address, "--working-dir", str(ROOT), "--",
-           sys.executable, "-m", "jobs.sweep", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
-    if check:
-        assert result.returncode == 0 and "succeeded" in (result.stdout + result.stderr).lower(), \
-            result.stdout[-4000:] + result.stderr[-2000:]
-    return result
-
-
 def test_smoke_sweep_via_ray_job_submit_then_resume_does_nothing(ray_head, tmp_path):
-    _submit(ray_head, "eval_configs/smoke.yaml", "--out", str(tmp_path))
+    run_sweep(ray_head, "eval_configs/smoke.yaml", "--out", str(tmp_path))
     run = tmp_path / "smoke"
     plan = make_plan(load_config(ROOT / "eval_configs" / "smoke.yaml"))
     episodes = pl.read_parquet(run / "episodes.parquet")
@@ -74,7 +64,7 @@ def test_smoke_sweep_via_ray_job_submit_then_resume_does_nothing(ray_head, tmp_p
     assert meta["loss_curve"][-1] < meta["loss_curve"][0]
 
     journals = {p: p.stat().st_size for p in (run / "runs").rglob("*.jsonl")}
-    again = _submit(ray_head, "eval_configs/smoke.yaml", "--out", str(tmp_path), "--resume")
+    again = run_sweep(ray_head, "eval_configs/smoke.yaml", "--out", str(tmp_path), "--resume")
     assert "2 targets already complete" in again.stdout + again.stderr
     resumed = json.loads((run / "run.json").read_text())
     assert "verdicts" not in resumed["stages"]["judging"] and resumed["stages"]["training"] == {"wall_s": 0.0}
@@ -84,42 +74,22 @@ def test_smoke_sweep_via_ray_job_submit_then_resume_does_nothing(ray_head, tmp_p
     assert summary["counts"]["regenerated"] == 0 and summary["counts"]["judge_give_ups"] == 0
     assert {p: p.stat().st_size for p in (run / "runs").rglob("*.jsonl")} == journals  # no new rows at all
 
-    refused = _submit(ray_head, "eval_configs/smoke.yaml", "--out", str(tmp_path), check=False)
+    refused = run_sweep(ray_head, "eval_configs/smoke.yaml", "--out", str(tmp_path), check=False)
     assert "pass --resume" in refused.stdout + refused.stderr
 
 
 def test_killed_server_actor_is_restarted_and_every_cell_lands(ray_head, tmp_path):
-    import ray
-
     config = tmp_path / "kill.yaml"
     config.write_text(
         "name: kill\nbench: builtin\nsplit: eval\nconditions: [baseline, curated]\n"
         "models:\n  - {label: tiny, base: local:tiny-qwen3, generation: {max_tokens: 160, concurrency: 4}}\n"
         "judges:\n  - {label: det, mode: deterministic}\n"
         "statistics: {bootstrap: 200}\nresources: {train_gpus: 0, serve_gpus: 0, kv_cache_gib: 1}\n")
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
     before = _vllm_servers()  # e.g. the session's own test server
-    proc = subprocess.Popen([_ray_cli(), "job", "submit", "--address", ray_head.address, "--working-dir", str(ROOT), "--",
-                             sys.executable, "-m", "jobs.sweep", str(config), "--out", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-    run = tmp_path / "kill" / "runs" / "tiny"
-
-    def recorded() -> int:  # the replicas' drivers write shard journals (episodes.<shard>.jsonl)
-        return sum(p.read_text().count("\n") for p in run.glob("episodes*.jsonl"))
-
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and recorded() < 4:
-        time.sleep(0.2)
-    assert recorded(), "generation never started"
-    ray.init(address=ray_head.gcs_address, namespace="skillsweep", log_to_driver=False)
-    try:
-        actor = ray.get_actor("server:kill:tiny:0", namespace="skillsweep")
-        ray.kill(actor, no_restart=False)  # Ray restarts it; the sweep must notice and retry
-        killed_at = recorded()
-    finally:
-        ray.shutdown()
-    output, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0 and "succeeded" in output.lower(), output[-4000:]
+    proc = start_sweep(ray_head, str(config), "--out", str(tmp_path))
+    # Ray restarts the killed actor; the sweep must notice and retry.
+    killed_at = kill_when_generating(ray_head, proc, tmp_path / "kill" / "runs" / "tiny", "server:kill:tiny:0", 4)
+    output = finish(proc, timeout=900)
     episodes = pl.read_parquet(tmp_path / "kill" / "episodes.parquet")
     assert killed_at < len(episodes) == 64 == episodes["cell_id"].n_unique()
     summary = json.loads((tmp_path / "kill" / "run.json").read_text())
