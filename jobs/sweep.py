@@ -28,6 +28,7 @@ import secrets
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,20 @@ def corpus_task(request: CorpusRequest, api_key: str | None = None) -> CorpusSum
 
 # ------------------------------------------------------------------ the driver
 
+@dataclass
+class ServerState:
+    """One server key: what it serves, its replicas, and the events steps wait on."""
+
+    model_ref: str | None = None  # None until start_server declares it
+    max_model_len: int = 0
+    # Running; the first also serves judges, probes, the corpus and single requests.
+    replicas: list[ray.actor.ActorHandle] = field(default_factory=list)
+    started: int = 0  # replicas started so far (numbered 0, 1, … in their actor names)
+    retired: bool = False  # stopped for good once its work was done
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # a first replica is started
+    added: asyncio.Event = field(default_factory=asyncio.Event)  # set, then replaced, at each new replica
+
+
 class Sweep:
     def __init__(self, config_path: str, out_root: Path, run: str | None, resume: bool):
         self.config = load_config(config_path)
@@ -277,15 +292,8 @@ class Sweep:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.bench = bench_spec(self.config.bench)
         self.models = {m.label: m for m in self.config.models}
-        # Each server key's first replica (judges, probes and the corpus use it) and all its replicas.
-        self.servers: dict[str, ray.actor.ActorHandle] = {}
-        self.replicas: dict[str, list[ray.actor.ActorHandle]] = {}
-        self.replica_added: dict[str, asyncio.Event] = {}
-        self.server_args: dict[str, tuple[str, int]] = {}
+        self.serving: dict[str, ServerState] = {}  # by server key (see _server)
         self.replica_count = 0  # replicas running, all servers: each takes its declaration in turn
-        self.replica_numbers: dict[str, int] = {}
-        self.server_ready: dict[str, asyncio.Event] = {}  # a server's first replica is started
-        self.retired: dict[str, bool] = {}
         self.stopping: list[asyncio.Future] = []
         self.retired_handles: list[ray.actor.ActorHandle] = []
         self.adapter_paths: dict[str, str] = {}  # alias → folder of every adapter registered
@@ -357,7 +365,7 @@ class Sweep:
         target = next((t for t in self.plan.targets if t.label == key), None)
         if target:  # a fully fine-tuned checkpoint
             return self.models[target.model_label].size
-        ref = self.server_args[key][0]  # a served judge
+        ref = self.serving[key].model_ref  # a served judge
         return next((m.size for m in self.config.models if m.base == ref), None)
 
     def _server_key(self, target) -> str | None:
@@ -397,16 +405,21 @@ class Sweep:
         """Replicas follow the GPU pool (jobs.replicas): GPUs to serve from, and no fixed count."""
         return self.gpus > 0 and self.config.resources.serve_gpus > 0
 
+    def _server(self, key: str) -> ServerState:
+        """``key``'s record, made on first use: a step may wait for a server not yet declared."""
+        return self.serving.setdefault(key, ServerState())
+
+    def declared(self) -> dict[str, ServerState]:
+        return {key: state for key, state in self.serving.items() if state.model_ref is not None}
+
     def start_server(self, key: str, model_ref: str, max_model_len: int) -> None:
         """Start ``key``'s server: its fixed replicas, or one; on a GPU pool :meth:`grow` adds more
         as GPUs free up. (Giving trainings the GPUs before first replicas measured slower on the
         paper sweep: the 4B's pre-SFT cells then ran beside its adapter's, on the critical path.)"""
-        if key in self.server_args:
+        state = self._server(key)
+        if state.model_ref is not None:
             return
-        self.server_args[key] = (model_ref, max_model_len)
-        self.replicas[key] = []
-        self.replica_added[key] = asyncio.Event()
-        self.server_ready.setdefault(key, asyncio.Event())
+        state.model_ref, state.max_model_len = model_ref, max_model_len
         fixed = self.fixed_replicas(key)
         for _ in range(fixed or 1):
             self.add_replica(key)
@@ -416,22 +429,21 @@ class Sweep:
         """One more replica of ``key``'s server; it loads the adapters registered so far as it starts."""
         resources = self.resources
         assert resources is not None, "execute() sets it before starting servers"
-        model_ref, max_model_len = self.server_args[key]
+        state = self.serving[key]
         index, self.replica_count = self.replica_count, self.replica_count + 1
         declared = resources.server(index)
-        number = self.replica_numbers[key] = self.replica_numbers.get(key, -1) + 1
+        number, state.started = state.started, state.started + 1
         self._adapters_file(key).parent.mkdir(parents=True, exist_ok=True)
         # @ray.remote made the class an ActorClass; mypy keeps a decorated class's own type.
         handle = ServerActor.options(  # type: ignore[attr-defined]
             name=f"server:{self.run}:{key}:{number}", namespace=NAMESPACE, **declared.options(),
-        ).remote(model_ref, key, max_model_len, self.config.resources.kv_cache_gib, self._lora_ranks(key),
+        ).remote(state.model_ref, key, state.max_model_len, self.config.resources.kv_cache_gib, self._lora_ranks(key),
                  resources.cpu_bind(index), str(self._adapters_file(key)), self.config.engine, self._size(key),
                  self.bind_node, self.api_key)
-        self.replicas[key].append(handle)
-        self.servers.setdefault(key, handle)
-        self.server_ready[key].set()
+        state.replicas.append(handle)
+        state.ready.set()
         # Wake the generation steps running on this server: they start a driver for the new replica.
-        event, self.replica_added[key] = self.replica_added[key], asyncio.Event()
+        event, state.added = state.added, asyncio.Event()
         event.set()
         log(f"server {key}: starting replica {number} ({declared.describe()})")
         return handle
@@ -450,7 +462,7 @@ class Sweep:
         tmp.write_text(json.dumps({**registered, alias: path}, indent=2))
         os.replace(tmp, file)
         self.adapter_paths[alias] = path
-        first, *rest = [h.load_adapter.remote(alias, path) for h in list(self.replicas[key])]
+        first, *rest = [h.load_adapter.remote(alias, path) for h in list(self.serving[key].replicas)]
         del rest  # loaded as those replicas come up; their drivers check
         return await aget(first)
 
@@ -460,13 +472,14 @@ class Sweep:
         if not self.pooled():
             return
         serve_gpus = self.config.resources.serve_gpus
-        fixed = {key for key in self.replicas if self.fixed_replicas(key)}
+        servers = self.declared()
+        fixed = {key for key in servers if self.fixed_replicas(key)}
         while free_gpus(self.gpus, self.replica_count, serve_gpus, self.trainings_left,
                         self.config.resources.train_gpus) >= serve_gpus:
-            counts = {key: len(handles) for key, handles in self.replicas.items()}
+            counts = {key: len(state.replicas) for key, state in servers.items()}
             # Work left per server; a judge's or teacher's server has none of its own but is needed.
             work = {key: self.remaining.get(key, 0.0) or (1e-9 if key in self.pinned else 0.0)
-                    for key in self.replicas if not self.retired.get(key)}
+                    for key, state in servers.items() if not state.retired}
             key = next_replica(work, counts, fixed)
             if key is None:
                 return
@@ -476,12 +489,10 @@ class Sweep:
         """On a GPU pool: stop ``key``'s replicas once nothing needs them (no work left, not a
         judge's or teacher's, no probes to run), so their GPUs serve or train something else."""
         if not self.pooled() or key in self.pinned or self.remaining.get(key, 0.0) > 1e-6 \
-                or self.fixed_replicas(key) or not self.replicas.get(key):
+                or self.fixed_replicas(key) or not self._server(key).replicas:
             return
-        handles, self.replicas[key] = self.replicas[key], []
-        self.retired[key] = True
-        self.servers.pop(key, None)
-        self.server_ready[key] = asyncio.Event()
+        state = self.serving[key]
+        handles, state.replicas, state.retired, state.ready = state.replicas, [], True, asyncio.Event()
         self.replica_count -= len(handles)
         self.retired_handles += handles
         self.stopping.append(asyncio.ensure_future(self._stop(handles)))
@@ -499,8 +510,9 @@ class Sweep:
     async def server_info(self, key: str) -> dict:
         """The first replica's info (judges, probes, the corpus and single requests use it); waits
         for the server's first replica to be started (on a GPU pool, once a GPU is free)."""
-        await self.server_ready.setdefault(key, asyncio.Event()).wait()
-        return await aget(self.servers[key].info.remote())
+        state = self._server(key)
+        await state.ready.wait()
+        return await aget(state.replicas[0].info.remote())
 
     async def judge_endpoint(self, judge) -> tuple[str | None, str | None]:
         if judge.serve:
@@ -527,7 +539,7 @@ class Sweep:
         if path.is_file():
             return str(path)
         teacher_url, teacher = None, spec.teacher
-        if spec.teacher in self.server_args:
+        if spec.teacher in self.declared():
             info = await self.server_info(spec.teacher)
             teacher_url, teacher = info["url"], info["served_name"]
         judge = next((j for j in self.config.judges if j.label == spec.judge), None)
@@ -634,7 +646,8 @@ class Sweep:
 
     async def _generate(self, target, served: str, server_key: str | None) -> bool:
         started = time.time()
-        handle = self.servers.get(server_key) if server_key else None
+        replicas = self._server(server_key).replicas if server_key else []
+        handle = replicas[0] if replicas else None
         for attempt in range(1, MAX_GENERATION_ATTEMPTS + 1):
             if server_key:
                 await self._on_replicas(target, served, server_key, attempt)
@@ -682,14 +695,14 @@ class Sweep:
 
         started, finished = 0, False
         while True:
-            for handle in [] if finished else self.replicas[key][started:]:
+            for handle in [] if finished else self.serving[key].replicas[started:]:
                 shard = f"a{attempt}r{started}"
                 drivers[asyncio.ensure_future(drive(handle, shard))] = shard
                 started += 1
             running = [f for f in drivers if not f.done()]
             if not running:
                 break
-            added = asyncio.ensure_future(self.replica_added[key].wait())
+            added = asyncio.ensure_future(self.serving[key].added.wait())
             await asyncio.wait([*running, added], return_when=asyncio.FIRST_COMPLETED)
             added.cancel()
             for future in [f for f in running if f.done() and not f.cancelled()]:
@@ -753,7 +766,7 @@ class Sweep:
         targets = []
         for target in self.plan.targets:
             model = self.models[target.model_label]
-            partial = target.kind == "adapter" and target.label in self.servers
+            partial = self._server_key(target) == target.label
             if not model.base or partial or target.label not in self.generated:
                 continue  # API rows have no adapters to compare; partial checkpoints serve alone
             info = await self.server_info(model.label)
@@ -916,7 +929,7 @@ class Sweep:
     def finish(self) -> dict:
         for handle in self.retired_handles:  # stopped already, or being stopped: gone either way
             ray.kill(handle, no_restart=True)
-        for handle in [h for handles in self.replicas.values() for h in handles]:
+        for handle in [h for state in self.serving.values() for h in state.replicas]:
             try:
                 ray.get(handle.stop.remote(), timeout=120)
             except Exception:
@@ -929,7 +942,7 @@ class Sweep:
             # The key itself is never written: only that there was one.
             "serving": {"bind": "node address, per-sweep API key" if self.bind_node else HOST,
                         "engine": self.config.engine.kind,
-                        "replicas": {key: n + 1 for key, n in self.replica_numbers.items()}},  # started
+                        "replicas": {key: s.started for key, s in self.serving.items() if s.started}},
             "resources": {"cluster": ray.cluster_resources(), "gpu": _has_gpu(),
                           "declared": self.resources.describe() if self.resources else None},
         }
