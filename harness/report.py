@@ -159,6 +159,12 @@ def _tables(stats: StatsSummary, agree: dict | None) -> list[tuple[str, list[str
                f"{_f(d['delta_lift'], True)} {_ci(d['delta_lift_ci95'])}"] for d in stats.decomposition.values()]
         tables.append(("SFT contribution (cf. Table 1)", ["post-SFT", "pre-SFT", "pre Δ", "post Δ", "ΔBL", "ΔCU", "Δ-lift"],
                        t1, "Matched generation path required; CIs from one task resample shared by all three."))
+    if stats.refused:
+        tr = [[d["post"], d["pre"], d["reason"]] for d in stats.refused.values()]
+        tables.append(("SFT contribution not computed", ["post-SFT", "pre-SFT", "why"], tr,
+                       "These pairs' episodes come from different generation paths, so a difference between them "
+                       "mixes the training with the path; `skillsweep report RUN --allow-path-mismatch` computes "
+                       "them anyway."))
     t7 = [[pair, f"{_f(c['independent']['difference'], True)} {_ci(c['independent']['ci95'])}",
            _p(c["independent"]["p_one_sided"]),
            f"{_f(c['paired_by_task']['difference'], True)} {_ci(c['paired_by_task']['ci95'])}",
@@ -203,6 +209,8 @@ def effect_sentences(stats: StatsSummary) -> list[str]:
             continue
         verdict = "no detectable SFT lift" if lo <= 0 <= hi else ("an SFT lift" if d["delta_lift"] > 0 else "an SFT loss")
         out.append(f"{d['post']} vs {d['pre']}: {verdict} (Δ-lift = {d['delta_lift']:+.3f}, 95% CI {_ci((lo, hi))}).")
+    for d in stats.refused.values():
+        out.append(f"{d['post']} vs {d['pre']}: no SFT decomposition, the generation paths differ ({d['reason']}).")
     return out
 
 

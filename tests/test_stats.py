@@ -140,9 +140,35 @@ def test_compute_pairs_pre_and_post_and_refuses_path_mismatch():
     assert set(result.models["base"]) >= {"p_holm", "p_bonferroni"}
     other_path = verdict_frame("base+lora", [True] * 7 + [False] * 3, [True] * 9 + [False] * 1, adapter="h1",
                                max_tokens=1024)
+    # The mismatched pair alone is refused, with the reason; the rest of the statistics stand.
+    mixed = compute(pl.concat([pre, other_path]), "j", n_boot=100)
+    assert mixed.decomposition == {} and set(mixed.models) == {"base", "base+lora"}
+    refused = mixed.refused["base+lora vs base"]
+    assert (refused["post"], refused["pre"]) == ("base+lora", "base") and "max_tokens: [1024, 64]" in refused["reason"]
+    forced = compute(pl.concat([pre, other_path]), "j", n_boot=100, allow_path_mismatch=True)
+    assert forced.decomposition and not forced.refused
+    # One model's episodes from two paths is no comparison to leave out: it is refused outright.
     with pytest.raises(PathMismatch, match="max_tokens"):
-        compute(pl.concat([pre, other_path]), "j", n_boot=100)
-    assert compute(pl.concat([pre, other_path]), "j", n_boot=100, allow_path_mismatch=True).decomposition
+        compute(pl.concat([pre, verdict_frame("base", [True], [False], max_tokens=1024)]), "j", n_boot=100)
+
+
+def test_the_report_renders_a_path_mismatched_sweep_and_says_which_pair_it_left_out(tmp_path):
+    from harness.report import render_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pre = verdict_frame("base", [True] * 6 + [False] * 4, [True] * 5 + [False] * 5)
+    post = verdict_frame("base+lora", [True] * 7 + [False] * 3, [True] * 9 + [False] * 1, adapter="h1",
+                         max_tokens=1024)
+    (pl.concat([pre, post]).with_columns(pl.lit(None, pl.Utf8).alias("unscored_reason"))
+     .write_parquet(run / "verdicts.parquet"))
+    render_report(str(run), n_boot=100)
+    report = (run / "report.md").read_text()
+    assert "## SFT contribution not computed" in report and "## SFT contribution (cf. Table 1)" not in report
+    assert "base+lora vs base: no SFT decomposition, the generation paths differ" in report
+    stats = json.loads((run / "stats.json").read_text())
+    assert stats["decomposition"] == {} and "max_tokens" in stats["refused_decomposition"]["base+lora vs base"]["reason"]
+    assert stats["models"]["base+lora"]["n"] == 10  # the per-model statistics are all there
 
 
 def test_decomposition_pairs_a_post_sft_model_with_every_pre_sft_model_of_its_base():
@@ -176,8 +202,9 @@ def test_report_uses_and_records_the_bootstrap_count(tmp_path):
     assert stats["bootstrap"] == {"resamples": 150, "seed": 4}
     expected = compute(pl.read_parquet(run / "verdicts.parquet"), "j", n_boot=150, seed=4)
     assert stats["models"]["m"]["delta_ci95"] == expected.models["m"]["delta_ci95"]
-    assert list(stats) == list(expected.as_dict()) == ["judge", "bootstrap", "models", "decomposition", "trajectory",
-                                                       "cross_model", "per_skill", "seeds", "single_seed_models"]
+    assert list(stats) == list(expected.as_dict()) == ["judge", "bootstrap", "models", "decomposition",
+                                                       "refused_decomposition", "trajectory", "cross_model",
+                                                       "per_skill", "seeds", "single_seed_models"]
     assert "150 task resamples" in (run / "report.md").read_text()
 
 

@@ -72,6 +72,8 @@ def stats(
     for d in result.decomposition.values():
         console.print(f"SFT {d['pre']} → {d['post']}: ΔBL {d['delta_bl']:+.3f}, ΔCU {d['delta_cu']:+.3f}, "
                       f"Δ-lift {d['delta_lift']:+.3f} [{d['delta_lift_ci95'][0]:+.3f}, {d['delta_lift_ci95'][1]:+.3f}]")
+    for d in result.refused.values():
+        console.print(f"SFT {d['pre']} → {d['post']}: not computed: {d['reason']}")
 
 
 @app.command()

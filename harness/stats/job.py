@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from harness.naming import seed_group
-from harness.pairing import assert_matched_path
+from harness.pairing import PathMismatch, assert_matched_path
 from harness.runstore import TableMissing, read_manifest, read_table, run_dir
 from harness.stats.across import cross_model, sft_decomposition
 from harness.stats.paired import N_BOOT, bonferroni, holm, model_stats, paired_outcomes
@@ -26,6 +26,8 @@ class StatsSummary:
     bootstrap: dict  # {"resamples": ..., "seed": ...}
     models: dict[str, dict] = field(default_factory=dict)
     decomposition: dict[str, dict] = field(default_factory=dict)  # "post vs pre" -> SFT decomposition
+    # "post vs pre" -> {post, pre, reason}: pairs not decomposed, their generation paths differ
+    refused: dict[str, dict] = field(default_factory=dict)
     trajectory: list[dict] = field(default_factory=list)
     cross_model: dict[str, dict] = field(default_factory=dict)  # "a vs b" -> independent / paired_by_task
     per_skill: dict[str, dict] = field(default_factory=dict)
@@ -35,7 +37,8 @@ class StatsSummary:
     def as_dict(self) -> dict:
         """As stats.json holds it and ``skillsweep stats --json`` prints it."""
         return {"judge": self.judge, "bootstrap": self.bootstrap, "models": self.models,
-                "decomposition": self.decomposition, "trajectory": self.trajectory,
+                "decomposition": self.decomposition, "refused_decomposition": self.refused,
+                "trajectory": self.trajectory,
                 "cross_model": self.cross_model, "per_skill": self.per_skill, "seeds": self.seeds,
                 "single_seed_models": self.single_seed_models}
 
@@ -99,14 +102,20 @@ def compute(verdicts: pl.DataFrame, judge: str, *, meta: dict | None = None, all
     for label, p_bonf in bonferroni(pvalues).items():
         models[label]["p_bonferroni"] = p_bonf
 
-    decomposition = {}
+    decomposition, refused = {}, {}
     for post, info in models.items():
         if info["stage"] != "post":
             continue
         pres = [l for l, m in models.items() if m["stage"] == "pre" and m["base_model"] == info["base_model"]]
         for pre in pres:
-            assert_matched_path(rows.filter(pl.col("model_label") == pre),
-                                rows.filter(pl.col("model_label") == post), allow_mismatch=allow_path_mismatch)
+            try:
+                assert_matched_path(rows.filter(pl.col("model_label") == pre),
+                                    rows.filter(pl.col("model_label") == post), allow_mismatch=allow_path_mismatch)
+            except PathMismatch as exc:
+                # This pair alone is left out (the study's own Table 1 mixed 2048- and 1024-token
+                # runs); every other statistic of the run still stands.
+                refused[f"{post} vs {pre}"] = {"post": post, "pre": pre, "reason": str(exc)}
+                continue
             # One entry per (post, pre) pair: a base with several pre-SFT models (a re-run, other
             # seeds) gives each its own decomposition.
             decomposition[f"{post} vs {pre}"] = {"post": post, "pre": pre,
@@ -124,7 +133,7 @@ def compute(verdicts: pl.DataFrame, judge: str, *, meta: dict | None = None, all
         groups.setdefault(seed_group(label), {})[label] = paired[label]
     seeds = {g: seed_summary(members, n_boot, seed) for g, members in groups.items() if len(members) > 1}
     return StatsSummary(judge=judge, bootstrap={"resamples": n_boot, "seed": seed}, models=models,
-                        decomposition=decomposition, trajectory=trajectory, cross_model=cross, per_skill=skills,
+                        decomposition=decomposition, refused=refused, trajectory=trajectory, cross_model=cross, per_skill=skills,
                         seeds=seeds, single_seed_models=[g for g, members in groups.items() if len(members) == 1])
 
 
