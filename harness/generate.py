@@ -174,6 +174,13 @@ class GenerationStats:
 Progress = Callable[[GenerationStats], None]
 
 
+def cells_wanted(limit: int, held: int, *, giving_back: bool) -> int:
+    """How many more cells a driver leases: enough to hold ``limit``, and none at all while it
+    gives cells back (its engine is lost), even when it has none to give: a lease taken then
+    would be dropped, and the queue would wait for it for ever."""
+    return 0 if giving_back else max(0, limit - held)
+
+
 class CellSource(Protocol):
     """A work queue shared by the drivers of several replicas of one engine (a sweep's target on a
     base with several servers): each driver leases cells as it has room for them, so a slow or
@@ -249,7 +256,7 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
     async def exchange(give_back: list[Cell] | None = None) -> None:
         nonlocal finished, resolved
         assert source is not None, "called only with a source"
-        want = 0 if give_back else max(0, limit - len(in_flight) - len(queue) - len(delayed))
+        want = cells_wanted(limit, len(in_flight) + len(queue) + len(delayed), giving_back=give_back is not None)
         if not (want or resolved or give_back):
             return  # nothing to ask or tell: spare the queue a call per completion
         leased, finished = await source.exchange(resolved, want, [c.id for c in give_back or []])

@@ -50,6 +50,9 @@ class GenerateRequest:
     max_model_len: int = 4096
     label: str | None = None  # the target's label for an 'api' model (default: the model string)
     cpu_bind: str | None = None  # cores for a server this job starts (VLLM_CPU_OMP_THREADS_BIND)
+    # The running server's dtype, from whoever started it (a sweep's server actor): a driver on
+    # another node has no local record of that server.
+    dtype: str | None = None
     progress_every_s: float = DEFAULT_EVERY_S
 
 
@@ -85,7 +88,7 @@ def _targets_on_url(req: GenerateRequest) -> tuple[list[Target], dict]:
     served = registry.resolve_name(req.model, allow_base=True)
     base_label = registry.base_served_name
     record = server_record(urlparse(registry.url).port) or {"url": req.url}
-    dtype = record.get("dtype")
+    dtype = req.dtype or record.get("dtype")
     if served == base_label:
         target = Target(base_label, registry.base.identity, "vllm", req.sampling, url=req.url, served_name=served,
                         dtype=dtype)

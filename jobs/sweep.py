@@ -61,7 +61,7 @@ from jobs.replicas import free_gpus, next_replica, training_weight, work_weight
 from jobs.resources import DRIVER_CPUS, Declaration, ResourceModel, resource_model
 from jobs.sweep_config import EngineSpec, PlannedTarget, load_config, make_plan
 from jobs.turns import TurnGate
-from jobs.work_queue import CellQueue, RayCellSource
+from jobs.work_queue import CellQueue, RayCellSource, aget
 from serve.adapters import inspect_adapter, lora_capacity
 from serve.engine_watch import Health
 from serve.hardware import cpu_info
@@ -80,11 +80,6 @@ NAMESPACE = "skillsweep"
 def log(message: str) -> None:
     """Print a timestamped line of the sweep's log."""
     print(f"[sweep {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-async def aget(ref):
-    """Await a Ray object ref from any asyncio loop (the driver's or a task's)."""
-    return await asyncio.wrap_future(ref.future())
 
 
 # ------------------------------------------------------------------ Ray workers
@@ -412,9 +407,10 @@ class Sweep:
     def declared(self) -> dict[str, ServerState]:
         return {key: state for key, state in self.serving.items() if state.model_ref is not None}
 
-    def start_server(self, key: str, model_ref: str, max_model_len: int) -> None:
+    def start_server(self, key: str, model_ref: str, max_model_len: int, grow: bool = True) -> None:
         """Start ``key``'s server: its fixed replicas, or one; on a GPU pool :meth:`grow` adds more
-        as GPUs free up. (Giving trainings the GPUs before first replicas measured slower on the
+        as GPUs free up (``grow=False``: the caller grows once every server it starts is declared,
+        so the first one declared does not take every free GPU). (Giving trainings the GPUs before first replicas measured slower on the
         paper sweep: the 4B's pre-SFT cells then ran beside its adapter's, on the critical path.)"""
         state = self._server(key)
         if state.model_ref is not None:
@@ -423,7 +419,8 @@ class Sweep:
         fixed = self.fixed_replicas(key)
         for _ in range(fixed or 1):
             self.add_replica(key)
-        self.grow()
+        if grow:
+            self.grow()
 
     def add_replica(self, key: str) -> ray.actor.ActorHandle:
         """One more replica of ``key``'s server; it loads the adapters registered so far as it starts."""
@@ -478,7 +475,8 @@ class Sweep:
                         self.config.resources.train_gpus) >= serve_gpus:
             counts = {key: len(state.replicas) for key, state in servers.items()}
             # Work left per server; a judge's or teacher's server has none of its own but is needed.
-            work = {key: self.remaining.get(key, 0.0) or (1e-9 if key in self.pinned else 0.0)
+            # (one replica for that: judges, the teacher and probes use the first alone)
+            work = {key: self.remaining.get(key, 0.0) or (1e-9 if key in self.pinned and not state.replicas else 0.0)
                     for key, state in servers.items() if not state.retired}
             key = next_replica(work, counts, fixed)
             if key is None:
@@ -501,11 +499,7 @@ class Sweep:
 
     async def _stop(self, handles) -> None:
         for handle in handles:
-            try:
-                await asyncio.wait_for(aget(handle.stop.remote()), 120)
-            except Exception:
-                pass
-            ray.kill(handle, no_restart=True)
+            await asyncio.to_thread(stop_replica, handle)
 
     async def server_info(self, key: str) -> dict:
         """The first replica's info (judges, probes, the corpus and single requests use it); waits
@@ -520,13 +514,16 @@ class Sweep:
             return f"hosted_vllm/{info['served_name']}", info["api_base"]
         return judge.model, judge.api_base
 
-    def generation_request(self, target, served: str, api_base: str | None) -> GenerateRequest:
+    def generation_request(self, target, served: str, server: dict | None) -> GenerateRequest:
+        """The target's cells on ``server`` (a replica's info), or on its API model when None."""
         g = target.generation
         return GenerateRequest(run=str(self.sub_run(target.label)), model=served, bench=self.bench,
                                split=self.config.split, conditions=list(self.config.conditions),
                                sampling=Sampling(max_tokens=g.max_tokens, repetition_penalty=g.repetition_penalty),
                                concurrency=g.concurrency, label=target.label,
-                               backend="api" if api_base is None else "vllm", url=api_base)
+                               backend="api" if server is None else "vllm",
+                               url=server["api_base"] if server else None,
+                               dtype=server["engine"].get("dtype") if server else None)
 
     def _driver(self):
         return {"num_cpus": DRIVER_CPUS}
@@ -597,29 +594,33 @@ class Sweep:
                 log(f"{target.label}: {reason}")
                 return
             self.trainings_left -= 1
-            self.grow()  # its GPU may now serve: this target's server may be waiting for one
             key = "skipped" if meta.skipped else "trained"
             self.stage["training"][key] = self.stage["training"].get(key, 0) + 1
             self.stage["training"]["wall_s"] = max(self.stage["training"]["wall_s"], round(time.time() - started, 2))
-            path = str(self.folder / "adapters" / adapter_folder(target.training.recipe_name, target.training.seed))
-            alias = adapter_alias(target.training.recipe_name, target.training.seed)
-            if meta.method == "partial":  # a full checkpoint is its own server
-                server_key = target.label
-                self.start_server(server_key, path, model.max_model_len)
+        # From here on a failure (registering, a server that never starts) must still give the
+        # target's work back, or its server would be kept and grown for cells nobody sends.
+        try:
+            if target.kind == "adapter":
+                t = target.training
+                path = str(self.folder / "adapters" / adapter_folder(t.recipe_name, t.seed))
+                if meta.method == "partial":  # a full checkpoint is its own server
+                    server_key = target.label
+                    # Declared before growing: the GPU its training held is its first replica's.
+                    self.start_server(server_key, path, model.max_model_len)
+                    served = (await self.server_info(server_key))["served_name"]
+                else:
+                    self.grow()  # its GPU may now serve: this target's server may be waiting for one
+                    assert server_key is not None, "an adapter's model is served"
+                    await self.server_info(server_key)
+                    loaded = await self.register(server_key, adapter_alias(t.recipe_name, t.seed), path)
+                    served = loaded["served_name"]
+                    curve = meta.loss_curve or [float("nan")]
+                    log(f"{target.label}: trained (loss {curve[0]:.3f} → {curve[-1]:.3f}), registered as {served}")
+            elif target.kind == "base":
+                assert server_key is not None, "a base target's model is served"
                 served = (await self.server_info(server_key))["served_name"]
             else:
-                assert server_key is not None, "an adapter's model is served"
-                await self.server_info(server_key)
-                loaded = await self.register(server_key, alias, path)
-                served = loaded["served_name"]
-                curve = meta.loss_curve or [float("nan")]
-                log(f"{target.label}: trained (loss {curve[0]:.3f} → {curve[-1]:.3f}), registered as {served}")
-        elif target.kind == "base":
-            assert server_key is not None, "a base target's model is served"
-            served = (await self.server_info(server_key))["served_name"]
-        else:
-            served, server_key = model.api, None
-        try:
+                served, server_key = model.api, None
             generated = await self.generate(target, served, server_key)
         finally:
             self._done_with(target)
@@ -653,8 +654,7 @@ class Sweep:
                 await self._on_replicas(target, served, server_key, attempt)
             # The run's own pass: it folds the replicas' shards in, generates what is still missing
             # (on the first replica), and writes the table and manifest.
-            api_base = (await self.server_info(server_key))["api_base"] if server_key else None
-            request = self.generation_request(target, served, api_base)
+            request = self.generation_request(target, served, await self.server_info(server_key) if server_key else None)
             try:
                 summary = await aget(generate_task.options(**self._driver()).remote(request, handle,
                                                                                     api_key=self.api_key))
@@ -688,42 +688,50 @@ class Sweep:
                 await aget(handle.load_adapter.remote(alias, self.adapter_paths[alias]))
             info = await aget(handle.info.remote())
             server_nodes[shard] = info["node"]
-            request = self.generation_request(target, served, info["api_base"])
+            request = self.generation_request(target, served, info)
             submitted.add(shard)
-            return await aget(generate_task.options(**self._driver(), scheduling_strategy="SPREAD").remote(
-                request, handle, queue, shard, self.api_key))
+            # No retries by Ray: a re-run under the same shard would find its first run's leases
+            # still held; a failed driver's leases are released below instead.
+            return await aget(generate_task.options(**self._driver(), scheduling_strategy="SPREAD", max_retries=0)
+                              .remote(request, handle, queue, shard, self.api_key))
 
         started, finished = 0, False
-        while True:
-            for handle in [] if finished else self.serving[key].replicas[started:]:
-                shard = f"a{attempt}r{started}"
-                drivers[asyncio.ensure_future(drive(handle, shard))] = shard
-                started += 1
-            running = [f for f in drivers if not f.done()]
-            if not running:
-                break
-            added = asyncio.ensure_future(self.serving[key].added.wait())
-            await asyncio.wait([*running, added], return_when=asyncio.FIRST_COMPLETED)
-            added.cancel()
-            for future in [f for f in running if f.done() and not f.cancelled()]:
-                shard = drivers[future]
-                try:
-                    summary = future.result()
-                except Exception as exc:  # the driver died: its leases go to the others
-                    released = await aget(queue.release.remote(shard))
-                    log(f"{target.label}: driver {shard} failed ({_short(exc)}); {released} cells handed back")
-                    continue
-                add_generation_counts(self.counts, summary)
-                done_by[shard] = {"cells": summary.stats.done, "server_node": server_nodes.get(shard),
-                                  "driver_node": summary.node}
-            if not finished and (await aget(queue.state.remote()))["finished"]:
-                # Every cell is resolved: a replica still starting must not hold the target's end
-                # (its driver has sent nothing; running drivers end on their own, shards closed).
-                finished = True
-                for future, shard in drivers.items():
-                    if shard not in submitted:
-                        future.cancel()
-        ray.kill(queue)
+        try:
+            while True:
+                for handle in [] if finished else self.serving[key].replicas[started:]:
+                    shard = f"a{attempt}r{started}"
+                    drivers[asyncio.ensure_future(drive(handle, shard))] = shard
+                    started += 1
+                running = [f for f in drivers if not f.done()]
+                if not running:
+                    break
+                added = asyncio.ensure_future(self.serving[key].added.wait())
+                await asyncio.wait([*running, added], return_when=asyncio.FIRST_COMPLETED)
+                added.cancel()
+                for future in [f for f in running if f.done() and not f.cancelled()]:
+                    shard = drivers[future]
+                    try:
+                        summary = future.result()
+                    except Exception as exc:  # the driver died: its leases go to the others
+                        released = await aget(queue.release.remote(shard))
+                        log(f"{target.label}: driver {shard} failed ({_short(exc)}); {released} cells handed back")
+                        continue
+                    add_generation_counts(self.counts, summary)
+                    done_by[shard] = {"cells": summary.stats.done, "server_node": server_nodes.get(shard),
+                                      "driver_node": summary.node}
+                if not finished and (await aget(queue.state.remote()))["finished"]:
+                    # Every cell is resolved: a replica still starting must not hold the target's end
+                    # (its driver has sent nothing; running drivers end on their own, shards closed).
+                    finished = True
+                    for future, shard in drivers.items():
+                        if shard not in submitted:
+                            future.cancel()
+        finally:
+            # On any way out: drivers not yet running are dropped, the queue goes (a running
+            # driver's next call to it fails, and its task ends).
+            for future in drivers:
+                future.cancel()
+            ray.kill(queue)
         # Shard "a<attempt>r<replica>": which replica generated how many of the target's cells, where.
         self.stage["generation"].setdefault("replicas", {}).setdefault(target.label, {}).update(done_by)
         if len(done_by) > 1:
@@ -842,7 +850,8 @@ class Sweep:
             self.corpus_done.set()
             refs = {t.label: asyncio.ensure_future(self.train(t, corpus_path)) for t in trainings}
         for key, ref, length in keys:  # all servers start at once (Ray constructs actors concurrently)
-            self.start_server(key, ref, length)
+            self.start_server(key, ref, length, grow=False)
+        self.grow()
         pipelines = []
         if needs_corpus and not corpus_path:
             corpus_ref = await self.build_corpus()
@@ -930,11 +939,7 @@ class Sweep:
         for handle in self.retired_handles:  # stopped already, or being stopped: gone either way
             ray.kill(handle, no_restart=True)
         for handle in [h for state in self.serving.values() for h in state.replicas]:
-            try:
-                ray.get(handle.stop.remote(), timeout=120)
-            except Exception:
-                pass
-            ray.kill(handle, no_restart=True)
+            stop_replica(handle)
         attempt = {
             "run": self.run, "folder": str(self.folder), "started_at": self.started_at,
             "total_wall_s": round(time.time() - self.started, 2), "stages": self.stage, "counts": self.counts,
@@ -958,6 +963,15 @@ class Sweep:
         log(f"done in {attempt['total_wall_s']} s; counts: {self.counts}; missing: {self.missing or 'nothing'}; "
             f"run.json written (attempt {summary['attempt']})")
         return summary
+
+
+def stop_replica(handle, timeout_s: float = 120.0) -> None:
+    """Stop a replica's engine (its processes end with it), then its actor, never restarted."""
+    try:
+        ray.get(handle.stop.remote(), timeout=timeout_s)
+    except Exception:  # gone already, or stuck: the kill below ends it either way
+        pass
+    ray.kill(handle, no_restart=True)
 
 
 @ray.remote

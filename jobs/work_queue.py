@@ -62,6 +62,11 @@ class LeaseQueue:
 CellQueue = ray.remote(num_cpus=0, max_restarts=0)(LeaseQueue)
 
 
+async def aget(ref):
+    """Await a Ray object ref from any asyncio loop (the sweep driver's or a task's)."""
+    return await asyncio.wrap_future(ref.future())
+
+
 class RayCellSource:
     """:class:`harness.generate.CellSource` over a :class:`CellQueue` actor, for one driver."""
 
@@ -70,8 +75,7 @@ class RayCellSource:
         self.driver = driver
 
     async def seed(self, ids: list[str]) -> None:
-        await asyncio.wrap_future(self.queue.seed.remote(ids).future())
+        await aget(self.queue.seed.remote(ids))
 
     async def exchange(self, done: list[str], want: int, give_back: list[str]) -> tuple[list[str], bool]:
-        ref = self.queue.exchange.remote(self.driver, done, want, give_back)
-        return await asyncio.wrap_future(ref.future())
+        return await aget(self.queue.exchange.remote(self.driver, done, want, give_back))

@@ -263,7 +263,7 @@ class SimServerConfig:
     max_num_seqs: int | None = None
     mean_output_tokens: int | None = None
     startup_s: float | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
 
     def params(self) -> EngineParams:
         overrides = {k: v for k, v in (("max_num_seqs", self.max_num_seqs), ("startup_s", self.startup_s),

@@ -1,5 +1,6 @@
 """Replica rules and the shared cell queue's leases (pure: no Ray, no server)."""
 
+from harness.generate import cells_wanted
 from jobs.replicas import free_gpus, next_replica, work_weight
 from jobs.work_queue import LeaseQueue
 
@@ -85,3 +86,10 @@ def test_the_longest_training_goes_first():
 
     order = sorted([("0.8B", 3), ("4B", 3), ("2B", 3), ("0.8B", 5)], key=lambda t: training_weight(*t), reverse=True)
     assert order == [("4B", 3), ("2B", 3), ("0.8B", 5), ("0.8B", 3)]
+
+
+def test_a_driver_giving_cells_back_leases_none_even_with_none_to_give():
+    assert cells_wanted(8, 3, giving_back=False) == 5
+    assert cells_wanted(8, 10, giving_back=False) == 0
+    # its engine is lost with nothing of its own queued: it must not take cells it would drop
+    assert cells_wanted(8, 0, giving_back=True) == 0

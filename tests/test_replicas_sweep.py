@@ -69,6 +69,21 @@ def test_replicas_follow_the_gpus_and_stop_when_their_work_is_done(gpu_head, tmp
     assert (run / "report.html").is_file()
 
 
+def test_every_server_gets_its_first_replica_before_any_gets_a_second(gpu_head, tmp_path):
+    # 3 GPUs, two bases, one training: each base one replica and the training one GPU; the
+    # first base declared must not take the GPU the second base's first replica needs.
+    config = _config(tmp_path, "two", extra="  - label: q2\n    base: Qwen/Qwen3.5-2B\n    size: 2B\n"
+                     "    generation: {max_tokens: 512, concurrency: 8}\n")
+    output = finish(start_sweep(gpu_head, str(config), "--out", str(tmp_path)))
+    log = output[output.index("plan: 3 targets"):]
+    first_q2 = log.index("server q2: starting replica 0")
+    assert log.index("server q08: starting replica 0") < first_q2
+    if "server q08: starting replica 1" in log:  # a second q08 replica comes after q2's first
+        assert first_q2 < log.index("server q08: starting replica 1")
+    summary = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert summary["missing"] == [] and summary["failures"] == []
+
+
 def test_a_replica_killed_mid_run_hands_its_cells_to_the_other_and_none_is_lost_or_doubled(gpu_head, tmp_path):
     # Two fixed replicas, base only, slow enough to kill one mid-run.
     config = _config(tmp_path, "kill", extra="    replicas: 2\n    include_base: true\n", time_scale=0.5)
