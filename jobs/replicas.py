@@ -8,9 +8,11 @@ The rule (README, "Running on a cluster"):
 * Otherwise a server starts with one replica at once. On a GPU pool the GPUs no replica holds
   go to trainings (longest first), and every GPU no training still to run needs (at the start,
   and each time a training ends) becomes one more replica of the server with the most generation
-  work left per replica (its targets' cells × max_tokens at the full-batch rate of its size). A
-  server left with no work (and no judge, teacher or probes using it) is stopped: its GPUs go to
-  the rest.
+  work left per replica (its targets' cells × max_tokens at the full-batch rate of its size).
+  Every server's first replica is declared before any grows; a fully fine-tuned checkpoint's
+  server takes the GPU its training frees; a server only judges, the teacher or probes use gets
+  one replica. A server left with no work (and no judge, teacher or probes using it) is stopped:
+  its GPUs go to the rest.
 * Without GPUs (a CPU node) a derived count is one: the cores are already split between servers.
 """
 

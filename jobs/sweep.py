@@ -409,9 +409,10 @@ class Sweep:
 
     def start_server(self, key: str, model_ref: str, max_model_len: int, grow: bool = True) -> None:
         """Start ``key``'s server: its fixed replicas, or one; on a GPU pool :meth:`grow` adds more
-        as GPUs free up (``grow=False``: the caller grows once every server it starts is declared,
-        so the first one declared does not take every free GPU). (Giving trainings the GPUs before first replicas measured slower on the
-        paper sweep: the 4B's pre-SFT cells then ran beside its adapter's, on the critical path.)"""
+        as GPUs free up. ``grow=False``: the caller grows once every server it starts is declared,
+        so the first one declared does not take every free GPU. (Giving trainings the GPUs before
+        first replicas measured slower on the paper sweep: the 4B's pre-SFT cells then ran beside
+        its adapter's, on the critical path.)"""
         state = self._server(key)
         if state.model_ref is not None:
             return
@@ -654,7 +655,8 @@ class Sweep:
                 await self._on_replicas(target, served, server_key, attempt)
             # The run's own pass: it folds the replicas' shards in, generates what is still missing
             # (on the first replica), and writes the table and manifest.
-            request = self.generation_request(target, served, await self.server_info(server_key) if server_key else None)
+            server = await self.server_info(server_key) if server_key else None
+            request = self.generation_request(target, served, server)
             try:
                 summary = await aget(generate_task.options(**self._driver()).remote(request, handle,
                                                                                     api_key=self.api_key))

@@ -167,7 +167,8 @@ def test_the_report_renders_a_path_mismatched_sweep_and_says_which_pair_it_left_
     assert "## SFT contribution not computed" in report and "## SFT contribution (cf. Table 1)" not in report
     assert "base+lora vs base: no SFT decomposition, the generation paths differ" in report
     stats = json.loads((run / "stats.json").read_text())
-    assert stats["decomposition"] == {} and "max_tokens" in stats["refused_decomposition"]["base+lora vs base"]["reason"]
+    assert stats["decomposition"] == {}
+    assert "max_tokens" in stats["refused_decomposition"]["base+lora vs base"]["reason"]
     assert stats["models"]["base+lora"]["n"] == 10  # the per-model statistics are all there
 
 

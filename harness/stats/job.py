@@ -133,8 +133,8 @@ def compute(verdicts: pl.DataFrame, judge: str, *, meta: dict | None = None, all
         groups.setdefault(seed_group(label), {})[label] = paired[label]
     seeds = {g: seed_summary(members, n_boot, seed) for g, members in groups.items() if len(members) > 1}
     return StatsSummary(judge=judge, bootstrap={"resamples": n_boot, "seed": seed}, models=models,
-                        decomposition=decomposition, refused=refused, trajectory=trajectory, cross_model=cross, per_skill=skills,
-                        seeds=seeds, single_seed_models=[g for g, members in groups.items() if len(members) == 1])
+                        decomposition=decomposition, refused=refused, trajectory=trajectory, cross_model=cross,
+                        per_skill=skills, seeds=seeds, single_seed_models=[g for g, members in groups.items() if len(members) == 1])
 
 
 def run_stats(run: str | Path, judge: str | None = None, **kwargs) -> StatsSummary:
