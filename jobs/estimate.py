@@ -14,11 +14,10 @@ spread over the whole pool.
 The schedule is a fluid model, stepped every ``dt`` seconds: each server's replicas share the
 requests in flight on it (each target keeps at most ``concurrency`` requests in flight per
 replica), a replica's output rate is :func:`serve.sim_model.decode_rate` at its batch, and
-targets share it by requests in flight. GPUs go first to one server per base (and per served
-judge), then to trainings (longest first), then to a server for each trained full checkpoint.
-Two policies: ``one-per-base`` (each server one replica: the sweep's design today) and ``pool``
-(a GPU left free becomes one more replica of the server with the longest remaining work, when
-that work outlasts a start-up). API models (targets and judges) use no GPU and are left out.
+targets share it by requests in flight. GPUs are placed by the sweep's own rule (jobs.replicas;
+see :func:`simulate`) under two policies: ``one-per-base`` (each server one replica from the
+start: ``resources.replicas: 1``) and ``pool`` (trainings first, then replicas from the GPUs they
+leave, for the server with the most work left per replica). API models (targets and judges) use no GPU and are left out.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from harness.bench import load_bench
 from harness.bench.model import Bench
 from harness.errors import SkillsweepError
 from harness.prompts import render
+from jobs.replicas import ahead_of_training, free_gpus, next_replica
 from jobs.sweep_config import Plan
 from serve.sim_model import (
     GPUS,
@@ -40,6 +40,7 @@ from serve.sim_model import (
     decode_rate,
     engine_params,
     expected_output_tokens,
+    longest_output_tokens,
     parse_size,
     prompt_tokens,
 )
@@ -95,6 +96,7 @@ class Job:
     lora: bool = False
     training: str | None = None  # waits for this training (an adapter or a full checkpoint)
     after: str | None = None  # waits for this job to finish (a judge waits for the generation)
+    longest_tokens: float = 0.0  # its longest reply (0: output_tokens); sets how long its last cells take
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,8 @@ def workload(plan: Plan, gpu: str, prompt: float, training: TrainingModel = Trai
             continue
         params = servers[model.label]
         out = expected_output_tokens(target.generation.max_tokens, params.mean_output_tokens)
-        job = Job(target.label, model.label, cells, prompt, out, target.generation.concurrency)
+        longest = longest_output_tokens(target.generation.max_tokens, params.mean_output_tokens)
+        job = Job(target.label, model.label, cells, prompt, out, target.generation.concurrency, longest_tokens=longest)
         if target.kind == "adapter":
             t = target.training
             assert t is not None, "an adapter target carries its training"
@@ -151,7 +154,7 @@ def workload(plan: Plan, gpu: str, prompt: float, training: TrainingModel = Trai
             if partial:
                 servers[target.label] = params
             job = Job(target.label, target.label if partial else model.label, cells, prompt, out,
-                      target.generation.concurrency, lora=not partial, training=target.label)
+                      target.generation.concurrency, lora=not partial, training=target.label, longest_tokens=longest)
         jobs.append(job)
     generation = list(jobs)
     for judge in config.judges:
@@ -170,7 +173,8 @@ def workload(plan: Plan, gpu: str, prompt: float, training: TrainingModel = Trai
             jobs.append(Job(f"{job.label}/judge {judge.label}", key, job.cells,
                             job.prompt_tokens + job.output_tokens + JUDGE_RUBRIC_TOKENS,
                             expected_output_tokens(JUDGE_MAX_TOKENS, params.mean_output_tokens),
-                            judge.concurrency, after=job.label))
+                            judge.concurrency, after=job.label,
+                            longest_tokens=longest_output_tokens(JUDGE_MAX_TOKENS, params.mean_output_tokens)))
     return Workload(servers, tuple(trainings), tuple(jobs), tuple(left_out))
 
 
@@ -196,8 +200,15 @@ class _Server:
         return sum(1 for r in self.replicas if r <= t)
 
 
-def _rates(server: _Server, jobs: list[Job], remaining: dict[str, float], t: float) -> dict[str, float]:
-    """Cells per second for each of ``jobs`` (ready, unfinished, on ``server``) at time ``t``."""
+def _rates(server: _Server, jobs: list[Job], remaining: dict[str, float], t: float,
+           drains: dict[str, float]) -> dict[str, float]:
+    """Cells per second for each of ``jobs`` (ready, unfinished, on ``server``) at time ``t``.
+
+    While a job has more cells than it keeps in flight, its cells end at the rate its share of
+    the output tokens allows. Once every cell left is in flight (its drain, recorded in
+    ``drains`` as the cells then in flight), they end one after another over the time its
+    longest reply takes at the current step time: replies are spread in length, so the last ones
+    are the long ones, not a geometric tail."""
     replicas = server.active(t)
     if not replicas or not jobs:
         return {}
@@ -206,40 +217,72 @@ def _rates(server: _Server, jobs: list[Job], remaining: dict[str, float], t: flo
     busy = min(replicas, total)
     batch = min(total / busy, server.params.max_num_seqs)
     ratio = sum(demand[j.label] * j.prompt_tokens / j.output_tokens for j in jobs) / total
-    tokens_s = busy * decode_rate(server.params, batch, ratio, any(j.lora for j in jobs))
-    return {j.label: tokens_s * demand[j.label] / total / j.output_tokens for j in jobs}
+    per_replica = decode_rate(server.params, batch, ratio, any(j.lora for j in jobs))
+    rates = {}
+    for j in jobs:
+        if remaining[j.label] <= j.concurrency * replicas:
+            in_flight = drains.setdefault(j.label, remaining[j.label])
+            rates[j.label] = in_flight * (per_replica / batch) / (j.longest_tokens or j.output_tokens)
+        else:
+            rates[j.label] = busy * per_replica * demand[j.label] / total / j.output_tokens
+    return rates
 
 
 def simulate(work: Workload, gpus: int, policy: Policy = "pool", dt: float = 0.5,
              max_s: float = 30 * 24 * 3600) -> Schedule:
-    """Simulate the sweep on ``gpus`` GPUs under a placement policy and return its schedule."""
+    """Simulate the sweep on ``gpus`` GPUs under a placement policy and return its schedule.
+
+    The placement is the sweep's own (jobs.replicas, used by jobs.sweep): trainings are queued
+    first, longest first (a full checkpoint first among equals); ``one-per-base`` starts one
+    replica of every server at once (its count is fixed); ``pool`` starts a replica only on a GPU
+    no training still to run needs (:func:`free_gpus`), for the server :func:`next_replica`
+    names, except a served judge's (needed throughout) and a full checkpoint's (on the GPU its
+    training frees), which start at once. A server with no work left gives its GPUs back."""
     servers = {key: _Server(p) for key, p in work.servers.items()}
     remaining = {j.label: float(j.cells) for j in work.jobs}
     ready_at: dict[str, float] = {}
     finished: dict[str, float] = {}
+    jobs_by_server: dict[str, list[Job]] = {}
+    for job in work.jobs:
+        jobs_by_server.setdefault(job.server, []).append(job)
     checkpoint_servers = {t.checkpoint_server for t in work.trainings if t.checkpoint_server}
-    first = [k for k in servers if k not in checkpoint_servers and any(j.server == k for j in work.jobs)]
-    if gpus < len(first) + (1 if work.trainings else 0):
-        raise EstimateError(f"the cluster has {gpus} GPUs; this plan needs at least {len(first) + bool(work.trainings)}"
-                            f" (one per server: {', '.join(first)}{', and one for training' * bool(work.trainings)})")
-    for key in first:
+    declared = [k for k in servers if k not in checkpoint_servers and k in jobs_by_server]
+    judged = {j.server for j in work.jobs if j.after}  # judges' servers: the sweep pins them
+    fixed = set(servers) if policy == "one-per-base" else set()
+    at_once = declared if policy == "one-per-base" else [k for k in declared if k in judged]
+    if gpus < len(at_once) + (1 if work.trainings else 0) or gpus < 1:
+        raise EstimateError(f"the cluster has {gpus} GPUs; this plan needs at least "
+                            f"{max(1, len(at_once) + bool(work.trainings))} (one per server started at once: "
+                            f"{', '.join(at_once) or 'none'}{', and one for training' * bool(work.trainings)})")
+    for key in at_once:
         servers[key].replicas.append(servers[key].params.startup_s)
-    free = gpus - len(first)
-    pending = sorted(work.trainings, key=lambda tr: -tr.duration_s)
+    pending = sorted(work.trainings, key=lambda tr: (-tr.duration_s, tr.checkpoint_server is None))
     training_runs: dict[str, tuple[float, float]] = {}
     trained: dict[str, float] = {}
     max_replicas = {k: len(s.replicas) for k, s in servers.items()}
     busy_s, t = 0.0, 0.0
-    jobs_by_server: dict[str, list[Job]] = {}
-    for job in work.jobs:
-        jobs_by_server.setdefault(job.server, []).append(job)
+    drains: dict[str, float] = {}
+    started_ahead: set[str] = set()
+    job_of = {j.training: j for j in work.jobs if j.training}
+
+    def held() -> int:
+        return sum(len(s.replicas) for s in servers.values())
+
+    def work_left(key: str) -> float:
+        return sum(job_gpu_s(j, servers[key].params) for j in jobs_by_server.get(key, []) if j.label not in finished)
+
     while len(finished) < len(work.jobs):
         if t > max_s:
             raise EstimateError(f"the schedule did not finish within {max_s:.0f} simulated seconds")
-        for label, (_, end) in training_runs.items():
-            if end <= t and label not in trained:
-                trained[label] = end
-                free += 1
+        for tr in work.trainings:
+            run = training_runs.get(tr.label)
+            if run and run[1] <= t and tr.label not in trained:
+                trained[tr.label] = run[1]
+                if tr.checkpoint_server:  # served alone, once trained
+                    declared.append(tr.checkpoint_server)
+                    if tr.checkpoint_server in fixed:  # a fixed count starts at once
+                        server = servers[tr.checkpoint_server]
+                        server.replicas.append(t + server.params.startup_s)
         for job in work.jobs:
             if job.label in ready_at:
                 continue
@@ -250,56 +293,35 @@ def simulate(work: Workload, gpus: int, policy: Policy = "pool", dt: float = 0.5
                 ready_at[job.label] = finished[job.after]
             elif not job.training and not job.after:
                 ready_at[job.label] = 0.0
-        # Servers with nothing left now or later give their GPUs back; idle extra replicas too.
-        for key, server in servers.items():
-            if not server.replicas:
-                continue
-            mine = jobs_by_server.get(key, [])
-            if all(j.label in finished for j in mine):
-                free += len(server.replicas)
+        for key, server in servers.items():  # no work left: its GPUs go to the rest
+            if server.replicas and all(j.label in finished for j in jobs_by_server.get(key, [])):
                 server.replicas = []
-            elif len(server.replicas) > 1 and not any(j.label not in finished and ready_at.get(j.label, math.inf) <= t
-                                                      for j in mine):
-                free += len(server.replicas) - 1
-                server.replicas = server.replicas[:1]
-        while free and pending:
+        running = sum(1 for label in training_runs if label not in trained)
+        while pending and held() + running < gpus:  # Ray admits a queued training on a GPU left free
             tr = pending.pop(0)
             training_runs[tr.label] = (t, t + tr.duration_s)
-            free -= 1
-        for key in checkpoint_servers:
-            server = servers[key]
-            if free and not server.replicas and any(j.server == key and j.label in ready_at and j.label not in finished
-                                                    for j in work.jobs):
-                server.replicas.append(t + server.params.startup_s)
-                free -= 1
-        if policy == "pool":
-            # GPUs a full checkpoint still in training will need are not lent out as replicas.
-            reserve = sum(1 for key in checkpoint_servers if not servers[key].replicas and
-                          any(j.server == key and j.label not in finished for j in work.jobs))
-            while free > reserve:
-                best, longest = None, 0.0
-                for key, server in servers.items():
-                    ready = [j for j in jobs_by_server.get(key, []) if j.label not in finished
-                             and ready_at.get(j.label, math.inf) <= t]
-                    if not server.replicas or not ready:
-                        continue
-                    # Remaining time with the replicas it has (all counted as up).
-                    probe = _Server(server.params, [t] * len(server.replicas))
-                    rates = _rates(probe, ready, remaining, t)
-                    left = max(remaining[j.label] / rates[j.label] for j in ready if rates.get(j.label))
-                    if left > server.params.startup_s and left > longest:
-                        best, longest = key, left
-                if best is None:
-                    break
-                servers[best].replicas.append(t + servers[best].params.startup_s)
-                free -= 1
+            running += 1
+        trainings_left = len(pending) + running
+        ends = {tr.label: (training_runs[tr.label][1], job_of[tr.label].server) for tr in work.trainings
+                if tr.label in training_runs and tr.label not in trained and not tr.checkpoint_server}
+        ahead = ahead_of_training(t, ends, {k: servers[k].params.startup_s for k in declared if k not in fixed}, started_ahead) \
+            if policy == "pool" and free_gpus(gpus, held(), 1.0, trainings_left, 1.0) >= 1 else None
+        if ahead:
+            started_ahead.add(ahead[0])
+            servers[ahead[1]].replicas.append(t + servers[ahead[1]].params.startup_s)
+        while policy == "pool" and free_gpus(gpus, held(), 1.0, trainings_left, 1.0) >= 1:
+            chosen = next_replica({k: work_left(k) for k in declared},
+                                  {k: len(servers[k].replicas) for k in declared}, fixed)
+            if chosen is None:
+                break
+            servers[chosen].replicas.append(t + servers[chosen].params.startup_s)
         for key, server in servers.items():
             max_replicas[key] = max(max_replicas.get(key, 0), len(server.replicas))
-        busy_s += (gpus - free) * dt
+        busy_s += min(gpus, held() + running) * dt
         for key, server in servers.items():
             ready = [j for j in jobs_by_server.get(key, []) if j.label not in finished
                      and ready_at.get(j.label, math.inf) <= t]
-            for label, rate in _rates(server, ready, remaining, t).items():
+            for label, rate in _rates(server, ready, remaining, t, drains).items():
                 if rate * dt >= remaining[label]:
                     finished[label] = t + remaining[label] / rate
                     remaining[label] = 0.0

@@ -5,14 +5,18 @@ The rule (README, "Running on a cluster"):
 
 * A base (or a served judge, or a fully fine-tuned checkpoint) with ``replicas`` set in its
   model entry, or ``resources.replicas`` for all, gets exactly that many, from the start.
-* Otherwise a server starts with one replica at once. On a GPU pool the GPUs no replica holds
-  go to trainings (longest first), and every GPU no training still to run needs (at the start,
-  and each time a training ends) becomes one more replica of the server with the most generation
-  work left per replica (its targets' cells × max_tokens at the full-batch rate of its size).
-  Every server's first replica is declared before any grows; a fully fine-tuned checkpoint's
-  server takes the GPU its training frees; a server only judges, the teacher or probes use gets
-  one replica. A server left with no work (and no judge, teacher or probes using it) is stopped:
-  its GPUs go to the rest.
+* Otherwise, on a GPU pool, **trainings come first**: every GPU goes to a training (longest
+  first, a full checkpoint first among equals) while any is still to run, and a replica starts
+  only on a GPU no training still to run needs (:func:`free_gpus`). Each such GPU, at the start
+  and whenever a training ends or a server stops, goes to (1) one replica **ahead of the
+  training expected to end last** (the critical path), once its server's start-up would have
+  the replica up by then (:func:`ahead_of_training`); then (2) a server with no replica (the
+  most work first); then (3) one more replica of the server with the most generation work left
+  per replica (:func:`next_replica`). A fully fine-tuned checkpoint's server is declared when its
+  training ends and competes like any other; a server that judges, the teacher or probes use
+  starts one replica at once (a teacher behind the trainings it feeds would never start). A
+  server left with no work (and no judge, teacher or probes using it) is stopped: its GPUs go
+  to the rest.
 * Without GPUs (a CPU node) a derived count is one: the cores are already split between servers.
 """
 
@@ -37,6 +41,24 @@ def next_replica(remaining: Mapping[str, float], replicas: Mapping[str, int], fi
     candidates = {key: (replicas.get(key, 0) == 0, work / max(1, replicas.get(key, 0)))
                   for key, work in remaining.items() if key not in fixed and work > 0}
     return max(candidates, key=lambda key: candidates[key]) if candidates else None
+
+
+def ahead_of_training(now: float, trainings: Mapping[str, tuple[float, str]], startup: Mapping[str, float],
+                      started_ahead: set[str]) -> tuple[str, str] | None:
+    """(training, server) when the training expected to end last should get one more replica of
+    its server now, else None. That training and then its adapter's cells are the sweep's
+    critical path; a replica started one start-up before it ends is up when the cells come, and
+    halves their tail. Once per training, and only while it still runs.
+
+    ``trainings``: label → (expected end, server key) of the trainings running now whose end
+    the throughput model can tell; ``startup``: a new replica's start-up, by server key (a
+    server not in it, e.g. a full checkpoint not yet served, gets nothing ahead)."""
+    if not trainings:
+        return None
+    label, (end, key) = max(trainings.items(), key=lambda item: item[1][0])
+    if label in started_ahead or key not in startup:
+        return None
+    return (label, key) if end - startup[key] <= now < end else None
 
 
 def training_weight(size: str | None, epochs: float) -> float:

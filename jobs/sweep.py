@@ -1,9 +1,9 @@
 """The sweep as a Ray job: ``ray job submit --working-dir . -- python -m jobs.sweep CONFIG --out /abs``.
 
 One structure: an async pipeline per target (train → register → generate → judge), each step
-awaiting Ray object refs, so the driver never blocks on one of them. All servers start at
-once, trainings are submitted before anything waits, pre-SFT cells generate while adapters
-train, and an adapter's cells start as soon as it is registered. The decisions between steps
+awaiting Ray object refs, so the driver never blocks on one of them. Trainings are submitted
+before anything waits; servers start at once on CPU nodes, and on a GPU pool as the trainings
+leave GPUs free (:mod:`jobs.replicas`); an adapter's cells start as soon as it is registered. The decisions between steps
 (retry, missing, re-judge) are the pure functions of :mod:`jobs.decisions`.
 
 Every process declares what it uses (:mod:`jobs.resources`): servers their GPUs or bound
@@ -45,8 +45,6 @@ from harness.judging.verdict import Mode
 from harness.libenv import apply_env_defaults
 from harness.models import ResolvedModel, resolve
 from harness.naming import adapter_alias, adapter_folder
-from harness.probes.job import ProbeRequest, run_probe_battery
-from harness.report import render_report
 from harness.runstore import update_manifest
 from jobs.decisions import (
     COUNTERS,
@@ -57,7 +55,7 @@ from jobs.decisions import (
     target_complete,
     with_history,
 )
-from jobs.replicas import free_gpus, next_replica, training_weight, work_weight
+from jobs.replicas import ahead_of_training, free_gpus, next_replica, training_weight, work_weight
 from jobs.resources import DRIVER_CPUS, Declaration, ResourceModel, resource_model
 from jobs.sweep_config import EngineSpec, PlannedTarget, load_config, make_plan
 from jobs.turns import TurnGate
@@ -68,11 +66,14 @@ from serve.hardware import cpu_info
 from serve.server import COMPACT_JSON_ARGS, HOST, ServerSpec
 from serve.serving import Serving, server_spec
 from serve.sim_engine import SimSpec
+from serve.sim_model import TrainingModel, engine_params, parse_size
 from train.corpus import CorpusRequest, CorpusSummary, build_corpus
 from train.recipe import load_recipe
 from train.trainer import TrainingSummary, train_one
 
-# torch is imported by _bind_cores, in trainer workers only: seconds for the driver otherwise.
+# torch is imported by _bind_cores, in trainer workers only: seconds for the driver otherwise. Every
+# Ray worker imports this module to run a task or actor of it, so what only the sweep's own process
+# needs (the probe battery and the report: scipy, matplotlib) is imported where it is used.
 
 NAMESPACE = "skillsweep"
 
@@ -249,6 +250,8 @@ def judge_task(request: JudgeRequest, api_key: str | None = None) -> JudgingSumm
 @ray.remote
 def probe_task(request, api_key: str | None = None) -> dict:
     """Ray task: run a probe battery."""
+    from harness.probes.job import run_probe_battery
+
     use_server_key(api_key)
     return run_probe_battery(request)
 
@@ -295,6 +298,10 @@ class Sweep:
         self.pinned: set[str] = set()  # servers judges, the corpus teacher or probes use: never retired
         self.remaining: dict[str, float] = {}  # generation work left per server key (jobs.replicas)
         self.trainings_left = 0
+        # Running trainings the throughput model can time: label → (expected end, server key), and
+        # those whose server got a replica ahead of their end (jobs.replicas.ahead_of_training).
+        self.training_ends: dict[str, tuple[float, str]] = {}
+        self.started_ahead: set[str] = set()
         self.gpus = 0.0
         # On several nodes servers bind their node's address behind this key (main() explains).
         self.bind_node = False
@@ -408,17 +415,17 @@ class Sweep:
         return {key: state for key, state in self.serving.items() if state.model_ref is not None}
 
     def start_server(self, key: str, model_ref: str, max_model_len: int, grow: bool = True) -> None:
-        """Start ``key``'s server: its fixed replicas, or one; on a GPU pool :meth:`grow` adds more
-        as GPUs free up. ``grow=False``: the caller grows once every server it starts is declared,
-        so the first one declared does not take every free GPU. (Giving trainings the GPUs before
-        first replicas measured slower on the paper sweep: the 4B's pre-SFT cells then ran beside
-        its adapter's, on the critical path.)"""
+        """Declare ``key``'s server and start what it gets now: the replicas its config fixes; off a
+        GPU pool one; on a pool none unless it is pinned (judges, the teacher or probes need it: a
+        teacher waiting behind the trainings it feeds would never start). The rest come from
+        :meth:`grow` as the trainings leave GPUs free (jobs.replicas). ``grow=False``: the caller
+        grows once every server it starts is declared, so the first declared does not take every GPU."""
         state = self._server(key)
         if state.model_ref is not None:
             return
         state.model_ref, state.max_model_len = model_ref, max_model_len
         fixed = self.fixed_replicas(key)
-        for _ in range(fixed or 1):
+        for _ in range(fixed or (1 if key in self.pinned or not self.pooled() else 0)):
             self.add_replica(key)
         if grow:
             self.grow()
@@ -464,14 +471,47 @@ class Sweep:
         del rest  # loaded as those replicas come up; their drivers check
         return await aget(first)
 
+    def _startup_s(self, key: str) -> float | None:
+        """A new replica's start-up in wall seconds by the throughput model (the engine's GPU
+        class; ``h100`` unless the config names one), or None for a model without a size."""
+        try:
+            params = engine_params(self.config.engine.gpu, parse_size(self._size(key) or ""))
+        except ValueError:
+            return None
+        return params.startup_s * self.config.engine.time_scale
+
+    def _expect_end(self, target) -> None:
+        """Note when a LoRA training just submitted should end (the throughput model's duration,
+        counted from now: right for the trainings the pool starts at once, the longest among
+        them), and look again when its server's replica would have to start to be up by then."""
+        key, model = self._server_key(target), self.models[target.model_label]
+        startup = self._startup_s(key) if key and key == model.label and self.pooled() else None
+        if key is None or startup is None:
+            return
+        t = target.training
+        assert t is not None, "an adapter target carries its training"
+        duration = TrainingModel().duration_s(self.config.engine.gpu, parse_size(model.size or ""),
+                                              load_recipe(t.recipe_path).training.epochs)
+        end = time.time() + duration * self.config.engine.time_scale
+        self.training_ends[target.label] = (end, key)
+        asyncio.get_running_loop().call_later(max(0.0, end - startup - time.time()), self.grow)
+
     def grow(self) -> None:
-        """Replicas from GPUs no server holds and no training still needs (jobs.replicas): first
-        the servers with none, then more of the busiest."""
+        """Replicas from GPUs no server holds and no training still needs (jobs.replicas): one
+        ahead of the training that ends last, then the servers with none, then more of the busiest."""
         if not self.pooled():
             return
         serve_gpus = self.config.resources.serve_gpus
         servers = self.declared()
         fixed = {key for key in servers if self.fixed_replicas(key)}
+        startups = {key: s for key in servers if key not in fixed and not servers[key].retired
+                    and (s := self._startup_s(key)) is not None}
+        ahead = ahead_of_training(time.time(), self.training_ends, startups, self.started_ahead)
+        if ahead and free_gpus(self.gpus, self.replica_count, serve_gpus, self.trainings_left,
+                               self.config.resources.train_gpus) >= serve_gpus:
+            self.started_ahead.add(ahead[0])
+            log(f"server {ahead[1]}: one more replica, to be up when {ahead[0]} ends")
+            self.add_replica(ahead[1])
         while free_gpus(self.gpus, self.replica_count, serve_gpus, self.trainings_left,
                         self.config.resources.train_gpus) >= serve_gpus:
             counts = {key: len(state.replicas) for key, state in servers.items()}
@@ -572,6 +612,7 @@ class Sweep:
         out = self.folder / "adapters" / adapter_folder(t.recipe_name, t.seed)
         assert self.resources is not None, "execute() sets it before training"
         declared: Declaration = self.resources.trainer
+        self._expect_end(target)
         return train_task.options(**declared.options()).remote(
             t.recipe_path, t.seed, str(out), t.base, corpus, list(declared.cores), self.config.engine,
             self.models[target.model_label].size)
@@ -586,6 +627,7 @@ class Sweep:
                 meta = await training_ref
             except Exception as exc:  # a failed training fails its own cells only
                 self.trainings_left -= 1
+                self.training_ends.pop(target.label, None)
                 self._done_with(target)
                 self.grow()
                 reason = f"training failed: {_short(exc)}"
@@ -595,6 +637,7 @@ class Sweep:
                 log(f"{target.label}: {reason}")
                 return
             self.trainings_left -= 1
+            self.training_ends.pop(target.label, None)
             key = "skipped" if meta.skipped else "trained"
             self.stage["training"][key] = self.stage["training"].get(key, 0) + 1
             self.stage["training"]["wall_s"] = max(self.stage["training"]["wall_s"], round(time.time() - started, 2))
@@ -606,7 +649,6 @@ class Sweep:
                 path = str(self.folder / "adapters" / adapter_folder(t.recipe_name, t.seed))
                 if meta.method == "partial":  # a full checkpoint is its own server
                     server_key = target.label
-                    # Declared before growing: the GPU its training held is its first replica's.
                     self.start_server(server_key, path, model.max_model_len)
                     served = (await self.server_info(server_key))["served_name"]
                 else:
@@ -800,6 +842,8 @@ class Sweep:
         if spec.judge:
             judge_model, judge_api = await self.judge_endpoint(next(j for j in self.config.judges
                                                                       if j.label == spec.judge))
+        from harness.probes.job import ProbeRequest
+
         request = ProbeRequest(run=str(self.folder / "probes"), targets=targets, battery=spec.battery,
                                sampling=targets[0].sampling, judge_model=judge_model, judge_api_base=judge_api,
                                judge_label=spec.judge, concurrency=spec.concurrency)
@@ -833,7 +877,9 @@ class Sweep:
             self.pinned |= {key for key, _, _ in keys}
         self.gpus = ray.cluster_resources().get("GPU", 0.0) if self.resources.gpu else 0.0
         self.gate = TurnGate(self.resources.in_turn)
-        trainings = sorted((t for t in pending if t.kind == "adapter"), key=self._training_weight, reverse=True)
+        # Longest first; among equals a full checkpoint first (its own server starts once it ends).
+        trainings = sorted((t for t in pending if t.kind == "adapter"), reverse=True,
+                           key=lambda t: (self._training_weight(t), t in partial))
         self.trainings_left = len(trainings)
         for planned in pending:
             key = self._server_key(planned)
@@ -851,7 +897,7 @@ class Sweep:
         if not needs_corpus or corpus_path:
             self.corpus_done.set()
             refs = {t.label: asyncio.ensure_future(self.train(t, corpus_path)) for t in trainings}
-        for key, ref, length in keys:  # all servers start at once (Ray constructs actors concurrently)
+        for key, ref, length in keys:  # declared at once; on a pool their replicas come from grow()
             self.start_server(key, ref, length, grow=False)
         self.grow()
         pipelines = []
@@ -988,6 +1034,8 @@ def see_folder(marker: str, expected: str) -> str | None:
 
 def render_sweep_report(folder: Path, statistics) -> dict:
     """The sweep's report, with its config's ``statistics`` (a ``StatsSpec``): judges and bootstrap count."""
+    from harness.report import render_report
+
     return render_report(folder, statistics.judge, statistics.judge_b, n_boot=statistics.bootstrap)
 
 

@@ -35,6 +35,10 @@ class GpuClass:
     bandwidth_efficiency: float = 0.70
     # Per-step CPU-side cost: scheduling, sampling, kernel launches with CUDA graphs.
     step_overhead_s: float = 0.0015
+    # vLLM's own defaults for its OpenAI server on this GPU (EngineArgs.get_batch_defaults: 1024
+    # sequences and 8192 tokens a step from 70 GiB up, A100s excepted; 256 and 2048 below).
+    max_num_seqs: int = 1024
+    max_num_batched_tokens: int = 8192
 
 
 GPUS = {
@@ -43,7 +47,8 @@ GPUS = {
     # NVIDIA H200 SXM 141 GB datasheet: 4.8 TB/s HBM3e, same compute as the H100.
     "h200": GpuClass("h200", 141, 4.8e12, 989e12),
     # NVIDIA A100 SXM4 80 GB datasheet: 2.04 TB/s HBM2e, 312 TFLOP/s dense BF16.
-    "a100": GpuClass("a100", 80, 2.04e12, 312e12, step_overhead_s=0.002),
+    "a100": GpuClass("a100", 80, 2.04e12, 312e12, step_overhead_s=0.002, max_num_seqs=256,
+                     max_num_batched_tokens=2048),
 }
 
 
@@ -104,6 +109,8 @@ def engine_params(gpu: str, size: str | float, **overrides) -> EngineParams:
         per_seq_s=kv_per_token * 1500 / bandwidth + 2 * n / (g.bf16_flops * mfu),
         prefill_tok_s=g.bf16_flops * mfu / (2 * n),
         overhead_s=g.step_overhead_s,
+        max_num_seqs=g.max_num_seqs,
+        max_num_batched_tokens=g.max_num_batched_tokens,
     )
     return EngineParams(**(values | overrides))
 
@@ -150,10 +157,14 @@ def _unit(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2 ** 64
 
 
+LENGTH_RANGE = (0.25, 1.75)  # a reply's natural length, as fractions of the mean (uniform)
+
+
 def natural_length(key: str, mean: float) -> int:
     """How long the reply would be without a cap: uniform on [mean/4, 7 mean/4], drawn from
     ``key`` (model and prompt), so the same request always gets the same length."""
-    return max(1, round(mean * (0.25 + 1.5 * _unit(key))))
+    lo, hi = LENGTH_RANGE
+    return max(1, round(mean * (lo + (hi - lo) * _unit(key))))
 
 
 def output_tokens(key: str, max_tokens: int, mean: float) -> int:
@@ -161,9 +172,14 @@ def output_tokens(key: str, max_tokens: int, mean: float) -> int:
     return min(max_tokens, natural_length(key, mean))
 
 
+def longest_output_tokens(max_tokens: int, mean: float) -> float:
+    """The longest reply :func:`output_tokens` gives: the top of its range, or the cap."""
+    return min(float(max_tokens), LENGTH_RANGE[1] * mean)
+
+
 def expected_output_tokens(max_tokens: int, mean: float) -> float:
     """E[min(max_tokens, U)] for U uniform on [mean/4, 7 mean/4] (the rule of output_tokens)."""
-    lo, hi = 0.25 * mean, 1.75 * mean
+    lo, hi = LENGTH_RANGE[0] * mean, LENGTH_RANGE[1] * mean
     if max_tokens >= hi:
         return mean
     if max_tokens <= lo:

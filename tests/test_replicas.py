@@ -1,7 +1,7 @@
 """Replica rules and the shared cell queue's leases (pure: no Ray, no server)."""
 
 from harness.generate import cells_wanted
-from jobs.replicas import free_gpus, next_replica, work_weight
+from jobs.replicas import ahead_of_training, free_gpus, next_replica, work_weight
 from jobs.work_queue import LeaseQueue
 
 
@@ -79,6 +79,20 @@ def test_shard_journals_fold_into_the_run_once_each_and_a_shard_in_use_waits(tmp
         assert store.absorb_shards() == 0
         assert sorted(store.done_ids()) == ["x", "y", "z"]
     assert run.shards() == []
+
+
+def test_one_replica_starts_ahead_of_the_training_that_ends_last():
+    ends = {"4b+v2": (188.5, "4b"), "2b+v1": (124.0, "2b")}
+    startup = {"4b": 70.0, "2b": 55.0}
+    assert ahead_of_training(100.0, ends, startup, set()) is None  # up at 170: too early, it would idle
+    assert ahead_of_training(118.5, ends, startup, set()) == ("4b+v2", "4b")  # up just as it ends
+    assert ahead_of_training(150.0, ends, startup, set()) == ("4b+v2", "4b")  # late, still sooner than none
+    assert ahead_of_training(150.0, ends, startup, {"4b+v2"}) is None  # once per training
+    assert ahead_of_training(190.0, ends, startup, set()) is None  # ended: the replica rule takes over
+    # only the training that ends last (the critical path), and only for a server that can be timed
+    assert ahead_of_training(80.0, {"2b+v1": (124.0, "2b")}, startup, set()) == ("2b+v1", "2b")
+    assert ahead_of_training(150.0, ends, {"2b": 55.0}, set()) is None
+    assert ahead_of_training(0.0, {}, startup, set()) is None
 
 
 def test_the_longest_training_goes_first():
