@@ -234,10 +234,11 @@ def simulate(work: Workload, gpus: int, policy: Policy = "pool", dt: float = 0.5
 
     The placement is the sweep's own (jobs.replicas, used by jobs.sweep): trainings are queued
     first, longest first (a full checkpoint first among equals); ``one-per-base`` starts one
-    replica of every server at once (its count is fixed); ``pool`` starts a replica only on a GPU
-    no training still to run needs (:func:`free_gpus`), for the server :func:`next_replica`
-    names, except a served judge's (needed throughout) and a full checkpoint's (on the GPU its
-    training frees), which start at once. A server with no work left gives its GPUs back."""
+    replica of every server at once (its count is fixed; a full checkpoint's once trained);
+    ``pool`` starts a served judge's server at once (it is needed throughout) and any other
+    replica only on a GPU no training still to run needs (:func:`free_gpus`): first one ahead of
+    the training that ends last (:func:`ahead_of_training`), then for the server
+    :func:`next_replica` names. A server with no work left gives its GPUs back."""
     servers = {key: _Server(p) for key, p in work.servers.items()}
     remaining = {j.label: float(j.cells) for j in work.jobs}
     ready_at: dict[str, float] = {}
@@ -304,7 +305,8 @@ def simulate(work: Workload, gpus: int, policy: Policy = "pool", dt: float = 0.5
         trainings_left = len(pending) + running
         ends = {tr.label: (training_runs[tr.label][1], job_of[tr.label].server) for tr in work.trainings
                 if tr.label in training_runs and tr.label not in trained and not tr.checkpoint_server}
-        ahead = ahead_of_training(t, ends, {k: servers[k].params.startup_s for k in declared if k not in fixed}, started_ahead) \
+        startups = {k: servers[k].params.startup_s for k in declared if k not in fixed}
+        ahead = ahead_of_training(t, ends, startups, started_ahead) \
             if policy == "pool" and free_gpus(gpus, held(), 1.0, trainings_left, 1.0) >= 1 else None
         if ahead:
             started_ahead.add(ahead[0])
