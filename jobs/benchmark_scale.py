@@ -22,7 +22,7 @@ server and the simulated training (:mod:`train.sim_training`) for every adapter,
     python -m jobs.benchmark_scale [--time-scale 2.0] [--policies pool,one-per-base] [--estimate-only]
 
 The default scale is 2.0 (two wall seconds per simulated second): a run takes about twice its
-simulated makespan, 8-10 minutes per policy. At 1.0 this 2-core machine, not the simulated GPUs,
+simulated makespan, 8 to 11 minutes per policy. At 1.0 this 2-core machine, not the simulated GPUs,
 set the pace: the generation drivers (litellm, a fresh Ray worker importing it for each) used
 both cores through the generation phase (README, "Benchmarks", has the figures at both scales).
 Nothing simulated depends on the scale; only the harness's own CPU time shrinks against it.
