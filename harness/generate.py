@@ -176,9 +176,14 @@ Progress = Callable[[GenerationStats], None]
 
 def cells_wanted(limit: int, held: int, *, giving_back: bool) -> int:
     """How many more cells a driver leases: enough to hold ``limit``, and none at all while it
-    gives cells back (its engine is lost), even when it has none to give: a lease taken then
-    would be dropped, and the queue would wait for it for ever."""
+    gives cells back (its engine is lost, or its limit was cut), even when it has none to give:
+    a lease taken then would be dropped, and the queue would wait for it for ever."""
     return 0 if giving_back else max(0, limit - held)
+
+
+def surplus_leases(limit: int, in_flight: int, unsent: int) -> int:
+    """How many of a driver's leased, unsent cells its limit leaves no room for (given back)."""
+    return max(0, unsent - max(0, limit - in_flight))
 
 
 class CellSource(Protocol):
@@ -276,6 +281,9 @@ async def _drive_engine(url: str, cells: list[Cell], store: RunStore, run: str, 
                 queue.extend(c for due, c in delayed if due <= now)
                 delayed = [(due, c) for due, c in delayed if due > now]
                 limit = next_limit(limit, len(in_flight), watch.latest, low=1, high=concurrency)
+                if source is not None and (surplus := surplus_leases(limit, len(in_flight), len(queue))):
+                    # Leased but unsent beyond the limit: back to the shared queue, for a replica with room.
+                    await exchange([queue.pop() for _ in range(surplus)])
                 while queue and len(in_flight) < limit:
                     cell = queue.popleft()
                     t = cell.target

@@ -133,16 +133,45 @@ def _serve(req: GenerateRequest, base, infos, targets: list[Target], stack: Exit
     return [replace(t, url=serving.api_base) for t in targets], {"server": spec.engine_args(), "preflight": preflight}
 
 
+def _shard_cells(req: GenerateRequest) -> tuple[Path, list, set[str]]:
+    """A shard driver's run folder, the run's planned cells on its server, and the cells any
+    driver has recorded already (blocking reads: bench, server, journals)."""
+    if req.backend != "vllm" or not req.url:
+        raise ValueError("shared cells are generated on a running server (a vLLM URL)")
+    bench = load_bench(req.bench)
+    bench.split(req.split)
+    folder = run_dir(req.run)
+    targets, _ = _targets_on_url(req)
+    cells = plan(bench, req.split, condition_names(req.conditions), targets)
+    return folder, cells, RunStore(folder).done_ids_everywhere()
+
+
+async def generate_shard(req: GenerateRequest, source: CellSource, shard: str, progress: Progress | None = None,
+                         reconnect: Reconnect | None = None) -> GenerationSummary:
+    """One of several drivers sharing a run's cells (one per replica of a served model at
+    ``req.url``), on the caller's event loop, so that one process can run many of them (a sweep's
+    driver host): it leases cells from ``source`` and records them in its own ``shard`` journal;
+    the run's table and manifest are left to the next plain :func:`run_generation`, which folds
+    the shards in (and generates whatever is still missing)."""
+    folder, cells, done = await asyncio.to_thread(_shard_cells, req)
+    with RunStore(folder).shard(shard) as store:
+        stats = await generate_vllm(
+            cells, store, folder.name, concurrency=req.concurrency, progress=progress,
+            label=f"{req.label or short_name(req.model)} [{shard}]", progress_every_s=req.progress_every_s,
+            reconnect=reconnect, source=source, done=done)
+        return GenerationSummary(str(folder), stats, cells=len(cells), rows=len(store.done_ids()))
+
+
 def run_generation(req: GenerateRequest, progress: Progress | None = None, reconnect: Reconnect | None = None,
                    source: CellSource | None = None, shard: str | None = None) -> GenerationSummary:
     """Generate a run's episodes for its targets (vLLM, HF or an API), resuming what is done; returns a summary.
 
-    With ``source`` and ``shard``, this is one of several drivers sharing the run's cells (one per
-    replica of a served model at ``req.url``): it leases cells from ``source`` and records them in
-    its own shard journal; the run's table and manifest are left to the next plain call, which
-    folds the shards in (and generates whatever is still missing)."""
+    With ``source`` and ``shard``, this is one of several drivers sharing the run's cells
+    (:func:`generate_shard`, on an event loop of its own)."""
     if (source is None) != (shard is None):
         raise ValueError("a shared cell source and a shard go together")
+    if source is not None and shard is not None:
+        return asyncio.run(generate_shard(req, source, shard, progress=progress, reconnect=reconnect))
     bench = load_bench(req.bench)
     bench.split(req.split)  # an unknown or empty split fails here, before anything starts
     conditions = condition_names(req.conditions)
@@ -157,16 +186,6 @@ def run_generation(req: GenerateRequest, progress: Progress | None = None, recon
         else:
             targets, base, infos = _targets_local(req)
             engine = {"hf": {"model_path": base.location}} if req.backend == "hf" else {}
-        if source is not None and shard is not None:
-            if req.backend != "vllm" or not req.url:
-                raise ValueError("shared cells are generated on a running server (a vLLM URL)")
-            with RunStore(folder).shard(shard) as store:
-                cells = plan(bench, req.split, conditions, targets)
-                stats = asyncio.run(generate_vllm(
-                    cells, store, folder.name, concurrency=req.concurrency, progress=progress,
-                    label=f"{req.label or short_name(req.model)} [{shard}]", progress_every_s=req.progress_every_s,
-                    reconnect=reconnect, source=source, done=RunStore(folder).done_ids_everywhere()))
-                return GenerationSummary(str(folder), stats, cells=len(cells), rows=len(store.done_ids()))
         store = stack.enter_context(RunStore(folder))
         # Rows the replicas' drivers left in their shards; a cell two of them generated counts as regenerated.
         shard_duplicates = store.absorb_shards()

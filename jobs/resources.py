@@ -15,7 +15,9 @@ The rule (also in the README, "Resources"):
   that share it (vLLM front ends, drivers, judge fan-outs). When there are too few cores for
   disjoint sets the plan says so and the declarations become fractions, so every process can
   still be scheduled (slower, never deadlocked).
-* **Drivers and judge fan-outs** (async HTTP clients) declare :data:`DRIVER_CPUS` each.
+* **Drivers and judge fan-outs** (async HTTP clients) declare :data:`DRIVER_CPUS` each. The
+  generation drivers of server replicas run together in one driver host per node, on the nodes
+  whose GPU processes cannot take every CPU (:func:`driver_nodes`).
 
 Ray admits a process only when what it declares is free, so on a CPU node a second trainer
 waits for the first instead of splitting its cores.
@@ -87,3 +89,13 @@ def resource_model(*, node_cores: tuple[int, ...], gpus: float, servers: int,
     return ResourceModel(False, tuple(Declaration(float(len(s)), 0.0, s) for s in plan.servers),
                          Declaration(max(len(plan.rest) - HARNESS_SHARE, DRIVER_CPUS), 0.0, plan.rest),
                          cores=plan)
+
+
+def driver_nodes(nodes: list[tuple[str, float, float]], serve_gpus: float, train_gpus: float) -> list[str]:
+    """The nodes (``(id, CPUs, GPUs)``) that keep :data:`DRIVER_CPUS` to spare however their GPUs
+    are used: every GPU process (a server or a trainer) declares one CPU, so a node's GPUs can
+    claim ``GPUs / GPUs per process`` of its CPUs. A node whose GPU processes may take every CPU
+    runs no driver host: a host placed there would hold back the last server."""
+    per_process = min((g for g in (serve_gpus, train_gpus) if g > 0), default=0.0)
+    return [node for node, cpus, gpus in nodes
+            if cpus - (gpus / per_process if per_process else 0.0) >= DRIVER_CPUS - 1e-9]

@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import psutil
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from harness.bench import bench_spec
 from harness.client import SERVER_API_KEY_ENV, Sampling
 from harness.generate import Target
-from harness.generation_job import GenerateRequest, GenerationSummary, run_generation
+from harness.generation_job import GenerateRequest, GenerationSummary, generate_shard, run_generation
 from harness.judging.job import JudgeRequest, JudgingSummary, run_judging
 from harness.judging.verdict import Mode
 from harness.libenv import apply_env_defaults
@@ -56,7 +57,7 @@ from jobs.decisions import (
     with_history,
 )
 from jobs.replicas import ahead_of_training, free_gpus, next_replica, training_weight, work_weight
-from jobs.resources import DRIVER_CPUS, Declaration, ResourceModel, resource_model
+from jobs.resources import DRIVER_CPUS, Declaration, ResourceModel, driver_nodes, resource_model
 from jobs.sweep_config import EngineSpec, PlannedTarget, load_config, make_plan
 from jobs.turns import TurnGate
 from jobs.work_queue import CellQueue, RayCellSource, aget
@@ -109,7 +110,9 @@ class ServerActor:
             spec: ServerSpec | SimSpec = SimSpec(
                 model=model_ref, served_name=served_name, gpu=engine.gpu, model_size=(size or "1b").lower(),
                 time_scale=engine.time_scale, max_lora_rank=capacity.max_lora_rank, max_loras=capacity.max_loras,
-                max_cpu_loras=capacity.max_cpu_loras, max_model_len=max_model_len)
+                max_cpu_loras=capacity.max_cpu_loras, max_model_len=max_model_len,
+                # The replica's start-up counts from this process's (Ray started it for the replica).
+                started_at=psutil.Process().create_time())
         else:
             self.base = resolve(model_ref)
             # Slots from the adapters this server will hold and this replica's memory (serve.adapters).
@@ -181,10 +184,12 @@ def _bind_cores(cores: list[int]) -> None:
 
 @ray.remote(max_calls=1)  # a fresh worker per training: its core binding must not outlive it
 def train_task(recipe_path: str, seed: int, out: str, model: str, corpus: CorpusSummary | str | None,
-               cores: list[int], engine: EngineSpec | None = None, size: str | None = None) -> TrainingSummary:
+               cores: list[int], engine: EngineSpec | None = None, size: str | None = None,
+               began: float | None = None) -> TrainingSummary:
     """Ray task: train one recipe with one seed on the given cores, skipped when already trained.
     ``corpus``: the corpus task's summary (its ref, resolved by Ray) or an existing corpus's path.
-    With a simulated ``engine`` the training is simulated too (its modelled duration, scaled)."""
+    With a simulated ``engine`` the training is simulated too: its modelled duration, scaled,
+    counted from ``began`` when given (:func:`train.sim_training.sim_train_one`)."""
     _bind_cores(cores)
     corpus_path = corpus.corpus if isinstance(corpus, CorpusSummary) else corpus
     meta_file = Path(out) / "training_meta.json"
@@ -197,22 +202,18 @@ def train_task(recipe_path: str, seed: int, out: str, model: str, corpus: Corpus
         from train.sim_training import sim_train_one
 
         return sim_train_one(recipe, seed, Path(out), model=model, size=size or "1b", gpu=engine.gpu,
-                             time_scale=engine.time_scale)
+                             time_scale=engine.time_scale, began=began)
     if corpus_path is None:
         raise ValueError(f"training {recipe.name} s{seed}: no corpus (set the sweep's corpus block)")
     return train_one(recipe, seed, Path(out), model=model, corpus=corpus_path)
 
 
-@ray.remote
-def generate_task(request: GenerateRequest, server=None, queue=None, shard: str | None = None,
-                  api_key: str | None = None) -> GenerationSummary:
-    """One target's cells, or with ``queue`` (a :class:`CellQueue`) this replica's share of them,
-    recorded in its ``shard``. With ``server`` (its actor), a lost engine is waited for: Ray
-    restarts the actor, which re-registers its adapters, and the cells still outstanding go to it
-    (with a queue they go back to it at once, for the other replicas, and this driver rejoins
-    when its engine is back, unless the others finished them all first)."""
-    use_server_key(api_key)
-    serving = {"pid": ray.get(server.info.remote())["actor_pid"]} if server is not None else {}
+def _reconnector(server, pid: int, queue=None):
+    """A :data:`harness.generate.Reconnect` for a driver of ``server`` (its actor, whose process
+    is ``pid`` now): a lost engine is waited for (Ray restarts the actor, which re-registers its
+    adapters; a stalled one is told to exit first), unless the other replicas sharing ``queue``
+    finish the cells first."""
+    serving = {"pid": pid}
 
     async def reconnect(url: str, health) -> tuple[str, bool] | None:
         if health is Health.STALLED:
@@ -230,11 +231,47 @@ def generate_task(request: GenerateRequest, server=None, queue=None, shard: str 
             return info["api_base"], restarted
         return None
 
-    source = RayCellSource(queue, shard or "driver") if queue is not None else None
-    summary = run_generation(request, reconnect=reconnect if server is not None else None, source=source,
-                             shard=shard if source else None)
+    return reconnect
+
+
+@ray.remote
+def generate_task(request: GenerateRequest, server=None, api_key: str | None = None) -> GenerationSummary:
+    """One target's cells (the run's own pass: it folds the replicas' shards in and generates
+    what they left). With ``server`` (its actor), a lost engine is waited for."""
+    use_server_key(api_key)
+    reconnect = _reconnector(server, ray.get(server.info.remote())["actor_pid"]) if server is not None else None
+    summary = run_generation(request, reconnect=reconnect)
     summary.node = ray.util.get_node_ip_address()
     return summary
+
+
+# No call is retried by Ray: a re-run under the same shard would find its first run's leases still
+# held; a failed driver's leases are handed back by the sweep instead (Sweep._on_replicas).
+@ray.remote(num_cpus=DRIVER_CPUS, max_restarts=-1, max_task_retries=0)
+class DriverHost:
+    """The generation drivers of a sweep's server replicas, as coroutines on one event loop: one
+    driver per (target, replica) would be a process each, and each would pay litellm's import
+    (about 4 CPU-seconds) at the moment a training ends and its cells start, when the CPU is
+    wanted most. A sweep runs one host on each node with a CPU to spare (:meth:`Sweep.start_driver_hosts`).
+    An async actor: Ray runs up to 1,000 calls at once on its loop, far more drivers than a sweep has."""
+
+    def __init__(self, api_key: str | None = None):
+        use_server_key(api_key)
+        from harness.client import quiet_litellm
+
+        quiet_litellm()  # imported now, while the first replica starts, not when its cells come
+
+    def node(self) -> str:
+        return ray.util.get_node_ip_address()
+
+    async def drive(self, request: GenerateRequest, server, queue, shard: str) -> GenerationSummary:
+        """This replica's share of a target's cells, leased from ``queue`` (a :class:`CellQueue`)
+        and recorded in ``shard``: a lost engine's cells go back to the queue at once, for the
+        other replicas, and this driver rejoins when its engine is back (unless they finished)."""
+        reconnect = _reconnector(server, (await aget(server.info.remote()))["actor_pid"], queue)
+        summary = await generate_shard(request, RayCellSource(queue, shard), shard, reconnect=reconnect)
+        summary.node = ray.util.get_node_ip_address()
+        return summary
 
 
 @ray.remote
@@ -294,10 +331,14 @@ class Sweep:
         self.replica_count = 0  # replicas running, all servers: each takes its declaration in turn
         self.stopping: list[asyncio.Future] = []
         self.retired_handles: list[ray.actor.ActorHandle] = []
+        # Where the replicas' generation drivers run, and how many each runs now (driver_host).
+        self.hosts: list[ray.actor.ActorHandle] = []
+        self.host_load: list[int] = []
         self.adapter_paths: dict[str, str] = {}  # alias → folder of every adapter registered
         self.pinned: set[str] = set()  # servers judges, the corpus teacher or probes use: never retired
         self.remaining: dict[str, float] = {}  # generation work left per server key (jobs.replicas)
         self.trainings_left = 0
+        self.trainings_running = 0  # submitted to Ray and not ended (some may wait for a GPU)
         # Running trainings the throughput model can time: label → (expected end, server key), and
         # those whose server got a replica ahead of their end (jobs.replicas.ahead_of_training).
         self.training_ends: dict[str, tuple[float, str]] = {}
@@ -446,6 +487,8 @@ class Sweep:
                  resources.cpu_bind(index), str(self._adapters_file(key)), self.config.engine, self._size(key),
                  self.bind_node, self.api_key)
         state.replicas.append(handle)
+        if not self.hosts:  # where its drivers will run, ready by the time the replica is
+            self.start_driver_hosts()
         state.ready.set()
         # Wake the generation steps running on this server: they start a driver for the new replica.
         event, state.added = state.added, asyncio.Event()
@@ -542,6 +585,29 @@ class Sweep:
         for handle in handles:
             await asyncio.to_thread(stop_replica, handle)
 
+    def start_driver_hosts(self) -> None:
+        """One :class:`DriverHost` on each node that keeps a CPU to spare for drivers however its
+        GPUs are used (:func:`jobs.resources.driver_nodes`); one anywhere when no node does.
+        Started with the first replica: its start-up covers litellm's import, and on a GPU pool
+        the trainings have started by then (a host starting beside them would delay them)."""
+        nodes = [(n["NodeID"], n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0))
+                 for n in ray.nodes() if n.get("Alive")]
+        chosen = driver_nodes(nodes, self.config.resources.serve_gpus, self.config.resources.train_gpus)
+        placements = [{"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)} for node in chosen]
+        for number, options in enumerate(placements or [{}]):
+            self.hosts.append(DriverHost.options(  # type: ignore[attr-defined]
+                name=f"drivers:{self.run}:{number}", namespace=NAMESPACE, **options).remote(self.api_key))
+        self.host_load = [0] * len(self.hosts)
+
+    async def on_driver_host(self, call):
+        """``call(host)`` on the driver host running the fewest drivers now."""
+        index = min(range(len(self.hosts)), key=self.host_load.__getitem__)
+        self.host_load[index] += 1
+        try:
+            return await aget(call(self.hosts[index]))
+        finally:
+            self.host_load[index] -= 1
+
     async def server_info(self, key: str) -> dict:
         """The first replica's info (judges, probes, the corpus and single requests use it); waits
         for the server's first replica to be started (on a GPU pool, once a GPU is free)."""
@@ -613,9 +679,15 @@ class Sweep:
         assert self.resources is not None, "execute() sets it before training"
         declared: Declaration = self.resources.trainer
         self._expect_end(target)
+        # A training Ray can start now (a GPU is free for it) began now, as far as a simulated one
+        # is concerned; one that waits in Ray's queue begins when it runs.
+        train_gpus = self.config.resources.train_gpus
+        at_once = self.pooled() and train_gpus > 0 and self.gpus - self.replica_count * \
+            self.config.resources.serve_gpus - self.trainings_running * train_gpus >= train_gpus
+        self.trainings_running += 1
         return train_task.options(**declared.options()).remote(
             t.recipe_path, t.seed, str(out), t.base, corpus, list(declared.cores), self.config.engine,
-            self.models[target.model_label].size)
+            self.models[target.model_label].size, time.time() if at_once else None)
 
     async def pipeline(self, target, training_ref) -> None:
         """train → register → generate → judge, for one target."""
@@ -627,6 +699,7 @@ class Sweep:
                 meta = await training_ref
             except Exception as exc:  # a failed training fails its own cells only
                 self.trainings_left -= 1
+                self.trainings_running -= 1
                 self.training_ends.pop(target.label, None)
                 self._done_with(target)
                 self.grow()
@@ -637,6 +710,7 @@ class Sweep:
                 log(f"{target.label}: {reason}")
                 return
             self.trainings_left -= 1
+            self.trainings_running -= 1
             self.training_ends.pop(target.label, None)
             key = "skipped" if meta.skipped else "trained"
             self.stage["training"][key] = self.stage["training"].get(key, 0) + 1
@@ -734,10 +808,7 @@ class Sweep:
             server_nodes[shard] = info["node"]
             request = self.generation_request(target, served, info)
             submitted.add(shard)
-            # No retries by Ray: a re-run under the same shard would find its first run's leases
-            # still held; a failed driver's leases are released below instead.
-            return await aget(generate_task.options(**self._driver(), scheduling_strategy="SPREAD", max_retries=0)
-                              .remote(request, handle, queue, shard, self.api_key))
+            return await self.on_driver_host(lambda host: host.drive.remote(request, handle, queue, shard))
 
         started, finished = 0, False
         try:
@@ -917,6 +988,8 @@ class Sweep:
                 self.failures.append({"target": label, "stage": "pipeline", "reason": _short(result)})
                 log(f"{label}: failed: {_short(result)}")
         self.stage["pipelines_wall_s"] = round(time.time() - gen_started, 2)
+        for host in self.hosts:
+            ray.kill(host)
         self.merge_and_report()
         return self.finish()
 

@@ -12,6 +12,7 @@ Everything that decides is a pure function over samples, so it is tested without
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -146,14 +147,18 @@ def next_limit(limit: int, in_flight: int, sample: EngineSample | None, *, low: 
     """Client-side concurrency that keeps the engine's queue fed but short.
 
     The engine should always have a little waiting work (so a finished sequence is replaced at
-    once) and never a long queue (which only moves waiting from our side to its side, where a
-    dead engine would take it down with it). Multiplicative decrease when more requests wait
-    than run, additive increase while nothing waits and we are using the whole limit."""
+    once) and never a long queue: a request waiting there is one no other replica can take (a
+    replica started later finds every cell already sent), and a dead engine would take it down
+    with it. When more than a quarter of what runs waits, the limit is cut to this driver's share
+    of what runs (its requests in flight in the engine's running-to-all proportion: several
+    drivers may share one engine) plus a quarter; while nothing waits and the whole limit is in
+    use, it grows by an eighth."""
     if sample is None:
         return limit
     running, waiting = int(sample.running), int(sample.waiting)
-    if waiting > max(4, running):
-        return max(low, min(limit, running + max(4, running // 4)))
+    if waiting > max(4, running // 4) and in_flight:
+        share = in_flight * running / (running + waiting)
+        return max(low, min(limit, math.ceil(share + max(4.0, share / 4))))
     if waiting == 0 and in_flight >= limit:
         return min(high, limit + max(1, limit // 8))
     return limit

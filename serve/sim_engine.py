@@ -454,10 +454,13 @@ class SimSpec:
     kv_cache_gib: int = 1  # unused; read by serve.server.server_env
     cpu_bind: str | None = None  # unused; read by serve.server.server_env
     extra_args: tuple[str, ...] = ()
+    # When the start-up began (seconds since the epoch; None: when the engine's process starts):
+    # a replica's owner passes its own process's start. Not an engine argument: left out of them.
+    started_at: float | None = None
     engine: str = field(default="sim", init=False)
 
     def engine_args(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "started_at"}
 
     def command(self, port: int, host: str = "127.0.0.1") -> list[str]:
         cmd = [sys.executable, "-m", "serve.supervise", sys.executable, "-m", "serve.sim_engine",
@@ -467,7 +470,7 @@ class SimSpec:
                "--max-loras", str(self.max_loras)]
         for flag, value in (("--max-cpu-loras", self.max_cpu_loras), ("--max-model-len", self.max_model_len),
                             ("--max-num-seqs", self.max_num_seqs), ("--startup-s", self.startup_s),
-                            ("--mean-output-tokens", self.mean_output_tokens)):
+                            ("--mean-output-tokens", self.mean_output_tokens), ("--started-at", self.started_at)):
             if value is not None:
                 cmd += [flag, str(value)]
         return cmd + list(self.extra_args)
@@ -491,6 +494,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[SimServerConfig, argparse
     parser.add_argument("--max-num-seqs", type=int)
     parser.add_argument("--mean-output-tokens", type=int)
     parser.add_argument("--startup-s", type=float, help="simulated start-up time (default: the model's)")
+    parser.add_argument("--started-at", type=float,
+                        help="when the start-up began, in seconds since the epoch (default: now)")
     parser.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"))
     args, _ignored = parser.parse_known_args(argv)  # vLLM's other flags mean nothing here
     if args.time_scale <= 0:
@@ -511,8 +516,10 @@ def main(argv: list[str] | None = None) -> None:
     """Serve a simulated engine until stopped: ``python -m serve.sim_engine ...``."""
     config, args = parse_args(argv)
     server = SimServer(config)
-    # Like vLLM, the port opens only once the engine is up.
-    time.sleep(server.params.startup_s * config.time_scale)
+    # Like vLLM, the port opens only once the engine is up. The modelled start-up includes
+    # starting the process, so it counts from when its owner's did, when that is given.
+    began = min(time.time(), args.started_at or time.time())
+    time.sleep(max(0.0, began + server.params.startup_s * config.time_scale - time.time()))
     print(f"simulated engine {config.served_name} ({config.gpu}, {config.model_size}, time scale "
           f"{config.time_scale}) on http://{args.host}:{args.port}", flush=True)
     web.run_app(server.app(), host=args.host, port=args.port, print=None, access_log=None)

@@ -2,13 +2,13 @@
 
 import pytest
 
-from harness.generate import GenerationStats
+from harness.generate import GenerationStats, surplus_leases
 from harness.generation_job import GenerationSummary
 from harness.judging.job import JudgeStats, JudgingSummary
 from harness.progress import Snapshot, progress_line
 from harness.retry import FanoutCounters
 from jobs.decisions import after_generation, after_judging, target_complete, with_history
-from jobs.resources import DRIVER_CPUS, HARNESS_SHARE, resource_model
+from jobs.resources import DRIVER_CPUS, HARNESS_SHARE, driver_nodes, resource_model
 from serve.engine_watch import EngineSample, Health, WatchPolicy, assess, next_limit, parse_metrics
 from serve.hardware import CpuInfo, partition_cores, serving_dtype
 
@@ -45,6 +45,16 @@ def test_cpu_declarations_fit_the_node_under_both_policies(cores, servers, polic
     assert declared + DRIVER_CPUS <= cores + 1e-9
     bound = [set(s.cores) for s in model.servers]
     assert all(bound) and (model.cores.shared or sum(map(len, bound)) == len(set().union(*bound)))
+
+
+def test_driver_hosts_go_where_gpu_processes_cannot_take_every_cpu():
+    nodes = [("a", 1.0, 1.0), ("b", 2.0, 0.0), ("c", 8.0, 4.0), ("d", 4.0, 4.0), ("e", 0.04, 0.0)]
+    # one CPU per GPU process: "a" and "d" can be filled by servers; "e" has too little to give
+    assert driver_nodes(nodes, serve_gpus=1, train_gpus=1) == ["b", "c"]
+    # half-GPU servers: two processes per GPU, so "c" may need all eight CPUs
+    assert driver_nodes(nodes, serve_gpus=0.5, train_gpus=1) == ["b"]
+    # nothing runs on GPUs: only the CPU count matters
+    assert driver_nodes(nodes, serve_gpus=0, train_gpus=0) == ["a", "b", "c", "d"]
 
 
 def test_two_core_node_partitioned_binds_the_server_to_one_core_and_trains_on_the_other():
@@ -160,6 +170,18 @@ def test_concurrency_follows_the_engine_queue():
     assert next_limit(16, 10, _s(0, 0, running=10, waiting=0), low=1, high=64) == 16  # not all used
     assert next_limit(64, 64, _s(0, 0, running=16, waiting=0), low=1, high=64) == 64  # at the cap
     assert next_limit(16, 16, None, low=1, high=64) == 16  # no sample: keep
+    # a queue of a third of what runs is cut too: cells waiting there are lost to other replicas
+    assert next_limit(256, 256, _s(0, 0, running=192, waiting=64), low=1, high=256) == 240
+    assert next_limit(256, 256, _s(0, 0, running=240, waiting=16), low=1, high=256) == 256  # short queue: keep
+
+
+def test_drivers_sharing_an_engine_cut_to_their_share_and_give_back_what_they_cannot_send():
+    # seven drivers of 256 on an engine that runs 1024: 768 wait; each keeps its share, 256 x 4/7
+    limit = next_limit(256, 256, _s(0, 0, running=1024, waiting=768), low=1, high=256)
+    assert limit == 183 and 7 * limit - 1024 <= 1024 // 4 + 7  # a quarter waits, give or take rounding
+    assert surplus_leases(limit, in_flight=150, unsent=40) == 7  # room for 33 more, 40 held
+    assert surplus_leases(limit, in_flight=256, unsent=10) == 10  # over the limit: none to send
+    assert surplus_leases(limit, in_flight=100, unsent=10) == 0
 
 
 # ---------------------------------------------------------------- sweep decisions

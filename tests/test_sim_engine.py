@@ -169,6 +169,15 @@ def test_metrics_show_running_and_waiting_under_load(tmp_path, tiny):
     assert all(r.completion_tokens == 2000 and r.finish_reason == "length" for r in replies)
 
 
+def test_a_start_time_reaches_the_engine_but_not_its_recorded_arguments():
+    # A sweep's server actor passes its own process's start (the modelled start-up includes it);
+    # a timestamp is no engine argument, so the manifest's engine args stay the same run to run.
+    spec = SimSpec(model="m", served_name="s", started_at=1234.5)
+    command = spec.command(8000)
+    assert command[command.index("--started-at") + 1] == "1234.5"
+    assert "started_at" not in spec.engine_args() and "--started-at" not in SimSpec("m", "s").command(8000)
+
+
 def test_cli_entry_point_refuses_bad_values():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     bad = subprocess.run([sys.executable, "-m", "serve.sim_engine", "--port", "1", "--served-model-name", "x",

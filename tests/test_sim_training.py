@@ -50,6 +50,20 @@ def test_sim_training_sleeps_the_model_and_writes_a_real_trainings_metadata(tmp_
     assert other.content_hash != meta.content_hash and other.simulation["duration_s"] > 1.9 * duration - 60
 
 
+def test_a_simulated_training_counts_its_duration_from_when_it_began(tmp_path):
+    # A sweep passes when it asked Ray for a training Ray could start at once: the modelled
+    # start-up covers the process's start, so the time before this call is part of the duration.
+    recipe = load_recipe(RECIPES / "v1.yaml")
+    scale = 0.05  # 86 simulated seconds: 4.3 s
+    began = time.time() - 3.0
+    started = time.monotonic()
+    meta = sim_train_one(recipe, 0, tmp_path / "v1-s0", model=recipe.base_model, size="0.8B", gpu="h100",
+                         time_scale=scale, began=began)
+    call = time.monotonic() - started
+    modelled = meta.simulation["duration_s"] * scale
+    assert meta.wall_s >= modelled - 0.01 and call < modelled - 1.5
+
+
 def test_a_finished_simulated_training_is_read_back_without_sleeping(tmp_path):
     recipe = load_recipe(RECIPES / "v2_0.yaml")
     out = tmp_path / "v2_0-s0"

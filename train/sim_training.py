@@ -162,13 +162,20 @@ def write_sim_checkpoint(recipe: Recipe, seed: int, out: Path, model: str) -> st
 
 
 def sim_train_one(recipe: Recipe, seed: int, out: Path, *, model: str, size: str, gpu: str, time_scale: float,
-                  training: TrainingModel = TrainingModel(), corpus_rows: int | None = None) -> TrainingSummary:
+                  training: TrainingModel = TrainingModel(), corpus_rows: int | None = None,
+                  began: float | None = None) -> TrainingSummary:
     """Simulate one training of ``recipe`` with ``seed`` (LoRA: an adapter; partial: a checkpoint)
     on one ``gpu`` (a GPU class of :data:`serve.sim_model.GPUS`) for a base of ``size``
-    parameters: sleep its modelled duration × ``time_scale``, write the result and
-    ``training_meta.json`` into ``out``; returns the metadata (``steps_per_s`` per simulated
+    parameters: write the result into ``out``, wait out its modelled duration × ``time_scale``,
+    then write ``training_meta.json``; returns the metadata (``steps_per_s`` per simulated
     second). ``corpus_rows`` replaces the training model's corpus size (the rows the recipe
-    would see)."""
+    would see).
+
+    The duration counts from ``began`` when the caller knows when the training began (a sweep:
+    when it asked Ray for a training Ray could start at once), else from this call: the model's
+    fixed start-up (``startup_s``) covers starting the process and loading the model, so
+    counting from this call would count the process's start twice. The writing happens inside
+    the duration, as a real training's saving does."""
     out = Path(out)
     meta_file = out / "training_meta.json"
     if meta_file.is_file():
@@ -180,17 +187,18 @@ def sim_train_one(recipe: Recipe, seed: int, out: Path, *, model: str, size: str
             return TrainingSummary.from_dict(meta, skipped=True)
     if time_scale <= 0:
         raise SimTrainingError(f"time_scale must be > 0, got {time_scale}")
-    started = time.time()
+    started = min(time.time(), began or time.time())
     if corpus_rows is not None:
         training = replace(training, corpus_rows=corpus_rows)
     params = parse_size(size)
     duration = training.duration_s(gpu, params, recipe.training.epochs)
-    time.sleep(duration * time_scale)
     if recipe.method == "lora":
         write_sim_adapter(recipe, seed, out, model)
         content = inspect_adapter(out).content_hash
     else:
         content = write_sim_checkpoint(recipe, seed, out, model)
+    versions = package_versions()
+    time.sleep(max(0.0, started + duration * time_scale - time.time()))
     tokens = training.corpus_rows * training.tokens_per_row * recipe.training.epochs
     t = recipe.training
     steps = max(1, round(training.corpus_rows * t.epochs / (t.batch_size * t.grad_accum)))
@@ -203,7 +211,7 @@ def sim_train_one(recipe: Recipe, seed: int, out: Path, *, model: str, size: str
         steps_per_s=round(steps / duration, 4), device=f"sim-{gpu}",
         optimizer="adamw_torch" if recipe.method == "lora" else "adamw_bnb_8bit",
         trainable_params=None, precision="bf16-mixed", peak_gpu_memory_gib=None,
-        content_hash=content, versions=package_versions(),
+        content_hash=content, versions=versions,
         wall_s=round(time.time() - started, 2), simulated=True,
         simulation={"gpu": gpu, "params": params, "time_scale": time_scale, "duration_s": round(duration, 2),
                     "tokens": tokens, "tokens_s": round(training.tokens_s(gpu, params), 1),
