@@ -261,9 +261,6 @@ class DriverHost:
 
         quiet_litellm()  # imported now, while the first replica starts, not when its cells come
 
-    def node(self) -> str:
-        return ray.util.get_node_ip_address()
-
     async def drive(self, request: GenerateRequest, server, queue, shard: str) -> GenerationSummary:
         """This replica's share of a target's cells, leased from ``queue`` (a :class:`CellQueue`)
         and recorded in ``shard``: a lost engine's cells go back to the queue at once, for the
